@@ -1,0 +1,23 @@
+"""Invertible building blocks: couplings, permutations, ActNorm, i-ResNet and their sequences."""
+
+from __future__ import annotations
+
+from vinaflow.blocks.actnorm import ActNorm
+from vinaflow.blocks.base import InvertibleBlock
+from vinaflow.blocks.coupling import AffineCoupling, soft_clamp
+from vinaflow.blocks.iresnet import IResNetBlock, SpectralLinear
+from vinaflow.blocks.permutation import FixedPermutation
+from vinaflow.blocks.sequence import ARCHITECTURES, InvertibleSequence, build_flow
+
+__all__ = [
+    "ARCHITECTURES",
+    "ActNorm",
+    "AffineCoupling",
+    "FixedPermutation",
+    "IResNetBlock",
+    "InvertibleBlock",
+    "InvertibleSequence",
+    "SpectralLinear",
+    "build_flow",
+    "soft_clamp",
+]

@@ -11,9 +11,12 @@ instead of lists.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from numbers import Integral
 
 import torch
 from torch import Tensor, nn
+
+from vinaflow.errors import ConfigError, DataError
 
 __all__ = ["InvertibleBlock"]
 
@@ -23,8 +26,10 @@ class InvertibleBlock(nn.Module, ABC):
 
     def __init__(self, dim: int, cond_dim: int = 0) -> None:
         super().__init__()
-        if dim < 1:
-            raise ValueError(f"dim must be a positive integer, got {dim}")
+        if isinstance(dim, bool) or not isinstance(dim, Integral) or dim < 1:
+            raise ConfigError(f"dim must be a positive integer, got {dim!r}")
+        if isinstance(cond_dim, bool) or not isinstance(cond_dim, Integral) or cond_dim < 0:
+            raise ConfigError(f"cond_dim must be a non-negative integer, got {cond_dim!r}")
         self.dim = int(dim)
         self.cond_dim = int(cond_dim)
 
@@ -38,10 +43,21 @@ class InvertibleBlock(nn.Module, ABC):
         """Shorthand for ``self(y, c, rev=True)``."""
         return self(y, c, rev=True)
 
+    def _check_input(self, x: Tensor, c: Tensor | None) -> None:
+        """Raise :class:`DataError` unless ``x`` is ``(batch, dim)`` and ``c`` fits."""
+        if not isinstance(x, Tensor) or x.ndim != 2 or x.shape[1] != self.dim:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise DataError(
+                f"{type(self).__name__}: input x must have shape (batch, {self.dim}), got {got}"
+            )
+        self._check_condition(x, c)
+
     def _check_condition(self, x: Tensor, c: Tensor | None) -> None:
-        if self.cond_dim and (c is None or c.shape != (x.shape[0], self.cond_dim)):
-            got = None if c is None else tuple(c.shape)
-            raise ValueError(
+        if self.cond_dim and (
+            not isinstance(c, Tensor) or tuple(c.shape) != (x.shape[0], self.cond_dim)
+        ):
+            got = None if c is None else tuple(getattr(c, "shape", ()))
+            raise DataError(
                 f"condition c must have shape (batch={x.shape[0]}, {self.cond_dim}), got {got}"
             )
 

@@ -78,5 +78,9 @@ class Problem(ABC):
 
     def describe(self) -> dict[str, Any]:
         """Parameters of this problem instance, for configs and reports."""
-        return {"name": self.name, "dim_x": self.dim_x, "dim_y": self.dim_y,
-                "param_names": list(self.param_names)}
+        return {
+            "name": self.name,
+            "dim_x": self.dim_x,
+            "dim_y": self.dim_y,
+            "param_names": list(self.param_names),
+        }

@@ -1,0 +1,5 @@
+import sys
+
+from vinaflow.cli import main
+
+sys.exit(main())

@@ -1,0 +1,174 @@
+"""The ``vinaflow`` command line.
+
+User errors (bad config, bad data, missing files) print one line to stderr and
+exit with status 2; nothing is left half-written in the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from vinaflow.errors import ConfigError, DataError, VinaflowError
+
+__all__ = ["main"]
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from vinaflow.config import load_config
+    from vinaflow.experiments.pipeline import run
+    from vinaflow.experiments.report import format_metrics_table
+
+    cfg = load_config(args.config, args.set or [])
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    if (out / "metrics.json").exists() and not (args.resume or args.overwrite):
+        raise ConfigError(
+            f"{out} already holds a finished run; use --overwrite to replace it or another --out"
+        )
+    result = run(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(format_metrics_table(result.metrics))
+    print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, plots/)")
+    return 0
+
+
+def _load_run(directory: str) -> tuple[dict[str, Any], Any]:
+    from vinaflow.config import load_config
+    from vinaflow.models import Posterior
+    from vinaflow.models.serialization import load_model
+
+    d = Path(directory)
+    if not d.is_dir():
+        raise DataError(f"run folder not found: {d}")
+    cfg = load_config(d / "config.yaml")
+    model, _ = load_model(d)
+    return cfg, Posterior(model)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from vinaflow.training.io import atomic_path
+
+    _, posterior = _load_run(args.dir)
+    obs_path = Path(args.observations)
+    if not obs_path.is_file():
+        raise DataError(f"--observations: file not found: {obs_path}")
+    try:
+        obs = np.load(obs_path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise DataError(f"--observations: {obs_path} is not a readable .npy file ({err})") from err
+    samples = posterior.sample(obs, args.n).numpy()
+    with atomic_path(args.out, suffix=".npy") as tmp:
+        np.save(tmp, samples)
+    print(f"wrote {args.out}: shape {samples.shape} (n_obs, n, dim_x)")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from vinaflow.experiments.pipeline import evaluate_posterior, prepare_data
+    from vinaflow.experiments.report import format_metrics_table
+    from vinaflow.problems import BankProblem, make_problem
+
+    cfg, posterior = _load_run(args.dir)
+    problem = make_problem(cfg["problem"])
+    data = None
+    if isinstance(problem, BankProblem) and problem.source is None:
+        data = prepare_data(
+            problem,
+            cfg["problem"],
+            cfg["training"]["seed"],
+            n_test=cfg["evaluation"]["num_observations"],
+        )
+    metrics = evaluate_posterior(posterior, problem, cfg["evaluation"], data)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        print(format_metrics_table(metrics))
+    return 0
+
+
+def _cmd_problems(args: argparse.Namespace) -> int:
+    from vinaflow.problems.registry import BUILTIN_PROBLEMS, problem_class, problem_parameters
+
+    for name in BUILTIN_PROBLEMS:
+        try:
+            cls = problem_class(name)
+            params = problem_parameters(name)
+        except (ImportError, ConfigError) as err:
+            print(f"{name}: unavailable ({err})")
+            continue
+        doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
+        print(f"{name}: {doc}")
+        for k, v in params.items():
+            print(f"    {k} = {v!r}")
+    print("custom: problem: {simulator: 'module:function', prior: {normal|uniform: ...}}")
+    print("bank:   problem: {bank: FILE.npz}  (arrays x (n, dx) and y (n, dy))")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from vinaflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="vinaflow",
+        description="Train invertible networks with variational objectives for posterior "
+        "inference.",
+    )
+    parser.add_argument("--version", action="version", version=f"vinaflow {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="train, evaluate and report one config")
+    p.add_argument("config", nargs="?", help="YAML config (default: built-in example)")
+    p.add_argument("--out", help="output folder (default: runs/run-TIMESTAMP)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("sample", help="posterior samples from a trained run")
+    p.add_argument("dir")
+    p.add_argument("--observations", required=True, help=".npy of shape (dim_y,) or (n_obs, dim_y)")
+    p.add_argument("-n", type=int, default=1000, help="samples per observation")
+    p.add_argument("--out", required=True, help="output .npy, shape (n_obs, n, dim_x)")
+    p.set_defaults(func=_cmd_sample)
+
+    p = sub.add_parser("evaluate", help="recompute the metrics of a trained run")
+    p.add_argument("dir")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("problems", help="list the built-in problems and their parameters")
+    p.set_defaults(func=_cmd_problems)
+
+    from vinaflow.experiments import commands
+
+    commands.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except VinaflowError as err:
+        print(f"vinaflow: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vinaflow: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

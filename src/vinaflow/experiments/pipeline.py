@@ -1,0 +1,407 @@
+"""``vinaflow run``: simulate, train, evaluate against the ground truth, write everything.
+
+Output folder layout::
+
+    DIR/config.yaml        resolved config (every default filled in)
+    DIR/model.safetensors  weights      DIR/model.json  model config + format version
+    DIR/checkpoint.pt      trainer state for --resume (weights-only torch file)
+    DIR/metrics.json       metrics, per-observation lists, environment, seed
+    DIR/history.json       training curves
+    DIR/report.md          human-readable summary with the plots
+    DIR/plots/*.png
+"""
+
+from __future__ import annotations
+
+import platform
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+from torch.distributions import Independent, MultivariateNormal, Normal, Uniform
+
+from vinaflow.errors import ConfigError, DataError
+from vinaflow.models import AmortizedModel, Posterior, build_model
+from vinaflow.objectives.losses import OBJECTIVES, CompositeObjective, Objective, PriorPenalty
+from vinaflow.problems import BankProblem, Problem, make_problem
+from vinaflow.training import (
+    Trainer,
+    TrainingConfig,
+    TrainResult,
+    atomic_write_json,
+    atomic_write_text,
+)
+
+__all__ = [
+    "RunResult",
+    "build_objective",
+    "environment",
+    "evaluate_posterior",
+    "prepare_data",
+    "run",
+]
+
+
+@dataclass
+class Dataset:
+    x: Tensor
+    y: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor | None = None  # held-out bank rows for problems that cannot simulate
+    y_test: Tensor | None = None
+
+
+@dataclass
+class RunResult:
+    config: dict[str, Any]
+    model: AmortizedModel
+    posterior: Posterior
+    problem: Problem
+    train: TrainResult
+    metrics: dict[str, Any]
+
+
+def environment() -> dict[str, str]:
+    """Library versions recorded with every run."""
+    import numpy
+    import scipy
+    import sklearn
+
+    from vinaflow import __version__
+
+    return {
+        "vinaflow": __version__,
+        "python": sys.version.split()[0],
+        "torch": str(torch.__version__),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "scikit-learn": sklearn.__version__,
+        "platform": platform.platform(),
+        "threads": str(torch.get_num_threads()),
+    }
+
+
+def _split(x: Tensor, y: Tensor, n_val: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+
+def prepare_data(
+    problem: Problem, problem_cfg: Mapping[str, Any], seed: int, n_test: int = 0
+) -> Dataset:
+    """Training and validation simulations (or bank rows), reproducible from ``seed``."""
+    if isinstance(problem, BankProblem):
+        x, y = problem.bank.x, problem.bank.y
+        n = min(len(x), problem_cfg.get("num_simulations") or len(x))
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(x), generator=g)
+        x, y = x[perm], y[perm]
+        need_test = n_test if problem.source is None else 0
+        if n - need_test < 20:
+            raise DataError(f"bank has {len(x)} rows: too few for training and {need_test} tests")
+        x_test, y_test = (x[n - need_test : n], y[n - need_test : n]) if need_test else (None, None)
+        x, y = x[: n - need_test], y[: n - need_test]
+    else:
+        n = int(problem_cfg["num_simulations"])
+        g = torch.Generator().manual_seed(seed)
+        x = problem.sample_prior(n, g)
+        y = problem.simulate_checked(x, g)
+        x_test = y_test = None
+    n_val = int(problem_cfg.get("num_validation") or min(max(len(x) // 10, 1), 2000))
+    if n_val >= len(x):
+        raise ConfigError(f"problem.num_validation ({n_val}) must be below the data size {len(x)}")
+    xt, yt, xv, yv = _split(x, y, n_val)
+    return Dataset(xt, yt, xv, yv, x_test, y_test)
+
+
+def _prior_parameters(problem: Problem, kind: str) -> dict[str, list[float]]:
+    prior = problem.prior
+    base = prior.base_dist if isinstance(prior, Independent) else prior
+    if kind == "gaussian":
+        if isinstance(base, Normal):
+            return {"loc": base.loc.tolist(), "scale": base.scale.tolist()}
+        if isinstance(base, MultivariateNormal):
+            return {"loc": base.loc.tolist(), "scale": base.variance.sqrt().tolist()}
+    if kind == "uniform" and isinstance(base, Uniform):
+        return {"low": base.low.tolist(), "high": base.high.tolist()}
+    return {}
+
+
+def _single_objective(cfg: Mapping[str, Any], model: AmortizedModel) -> Objective:
+    params = {
+        k: v
+        for k, v in cfg.items()
+        if k not in ("name", "weight", "terms") and not k.startswith("prior")
+    }
+    cls = OBJECTIVES[cfg["name"]]
+    if cfg["name"] == "nll":
+        if params:
+            raise ConfigError(f"objective nll takes no parameters, got {sorted(params)}")
+        return cls()
+    if cfg["name"] == "fdiv":
+        allowed = {
+            "divergence",
+            "direction",
+            "critic_hidden",
+            "critic_layers",
+            "gradient_penalty",
+            "spectral_norm",
+            "y_weight",
+            "y_scale",
+        }
+    elif cfg["name"] == "sinkhorn":
+        allowed = {"blur", "direction", "y_weight", "y_scale", "scaling"}
+    else:
+        allowed = {"direction", "widths", "y_weight", "y_scale"}
+    extra = set(params) - allowed
+    if extra:
+        raise ConfigError(
+            f"objective {cfg['name']!r} does not take {sorted(extra)}; allowed: {sorted(allowed)}"
+        )
+    return cls(model, **params) if cfg["name"] == "fdiv" else cls(**params)
+
+
+def build_objective(cfg: Mapping[str, Any], model: AmortizedModel, problem: Problem) -> Objective:
+    """The objective of a config: main term, extra ``terms`` and the prior penalty."""
+    terms: list[tuple[Objective, float]] = [(_single_objective(cfg, model), cfg.get("weight", 1.0))]
+    for t in cfg.get("terms", []):
+        terms.append((_single_objective(t, model), t.get("weight", 1.0)))
+    kind = cfg.get("prior", "none")
+    weight = cfg.get("prior_weight", 0.0)
+    if kind != "none" and weight > 0:
+        keys = ("loc", "scale") if kind == "gaussian" else ("low", "high")
+        params = _prior_parameters(problem, kind)
+        for k in keys:
+            if cfg.get(f"prior_{k}") is not None:
+                params[k] = cfg[f"prior_{k}"]
+        if any(k not in params for k in keys):
+            raise ConfigError(
+                f"objective.prior={kind}: give objective.prior_{keys[0]} and "
+                f"objective.prior_{keys[1]} (the problem's prior is not {kind})"
+            )
+        for k in keys:
+            if len(params[k]) != model.dim_x:
+                raise ConfigError(f"objective.prior_{k} needs {model.dim_x} values")
+        terms.append((PriorPenalty(kind, **params), weight))
+    elif kind == "none" and weight > 0:
+        raise ConfigError("objective.prior_weight > 0 needs objective.prior: gaussian|uniform")
+    return CompositeObjective(terms)
+
+
+def _model_kwargs(model_cfg: Mapping[str, Any], objective: Mapping[str, Any]) -> dict[str, Any]:
+    kwargs = {k: v for k, v in model_cfg.items() if k != "kind"}
+    if kwargs.get("arch") == "iresnet":
+        explicit = kwargs.get("explicit", "auto")
+        if explicit == "auto":
+            # Train through explicit maps only: sampling objectives use T^{-1}, the
+            # likelihood uses T (MISSION §7).
+            sampling = objective["name"] != "nll" and objective.get("direction") == "backward"
+            kwargs["explicit"] = "inverse" if sampling else "forward"
+    else:
+        for k in (
+            "explicit",
+            "logdet",
+            "n_series_terms",
+            "n_hutchinson",
+            "fixed_point_tol",
+            "fixed_point_max_iter",
+            "lipschitz",
+        ):
+            kwargs.pop(k, None)
+        if kwargs.get("explicit") == "auto":
+            kwargs.pop("explicit")
+    return kwargs
+
+
+def _reference(problem: Problem, y: Tensor, n: int, seed: int) -> Tensor | None:
+    if not problem.has_reference_posterior:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    return problem.reference_posterior(y, n, g)
+
+
+def evaluate_posterior(
+    posterior: Posterior,
+    problem: Problem,
+    cfg: Mapping[str, Any],
+    dataset: Dataset | None = None,
+    plots_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Metrics of a posterior on held-out observations ``y* = sim(x*)``, ``x*`` from the prior."""
+    from vinaflow.evaluation import (
+        c2st,
+        expected_coverage,
+        mmd,
+        posterior_summary,
+        sbc_ranks,
+        sbc_uniformity_pvalues,
+        w1,
+    )
+
+    seed = int(cfg.get("seed", 1234))
+    n_obs, n_samples = int(cfg["num_observations"]), int(cfg["num_samples"])
+    g = torch.Generator().manual_seed(seed)
+    if dataset is not None and dataset.x_test is not None:
+        x_true, y_obs = dataset.x_test[:n_obs], dataset.y_test[:n_obs]
+        n_obs = len(x_true)
+    else:
+        x_true = problem.sample_prior(n_obs, g)
+        y_obs = problem.simulate_checked(x_true, g)
+    t0 = time.perf_counter()
+    samples = posterior.sample(y_obs, n_samples, generator=g)
+    sample_seconds = time.perf_counter() - t0
+    per: dict[str, list[float]] = {
+        k: []
+        for k in ("c2st", "w1", "mmd", "mean_error", "mean_error_truth", "resim_error", "ci_width")
+    }
+    references = []
+    for i in range(n_obs):
+        s = samples[i]
+        summ = posterior_summary(s.numpy(), x_true[i].numpy())
+        per["mean_error_truth"].append(float(np.sqrt(summ["mse"] * problem.dim_x)))
+        per["ci_width"].append(float(np.mean(summ["ci_width"])))
+        ref = _reference(problem, y_obs[i], n_samples, seed + 1 + i)
+        references.append(ref)
+        if ref is not None:
+            if cfg.get("c2st", True):
+                per["c2st"].append(c2st(ref.numpy(), s.numpy(), seed=seed + i))
+            per["w1"].append(
+                w1(ref.numpy(), s.numpy(), max_samples=cfg.get("w1_samples", 1000), seed=seed + i)
+            )
+            per["mmd"].append(mmd(ref.numpy(), s.numpy()))
+            per["mean_error"].append(float((s.mean(0) - ref.mean(0)).norm()))
+        y_clean = problem.simulate_noise_free(s)
+        if y_clean is not None:
+            per["resim_error"].append(float((y_clean - y_obs[i]).norm(dim=-1).mean()))
+    metrics: dict[str, Any] = {}
+    for k, v in per.items():
+        metrics[k] = float(np.mean(v)) if v else None
+    metrics["sampling_seconds_per_10k"] = sample_seconds / (n_obs * n_samples) * 1e4
+    # Calibration on separate prior draws: SBC ranks and expected coverage.
+    n_cal, n_cal_s = int(cfg.get("num_calibration", 0)), int(cfg.get("calibration_samples", 200))
+    if n_cal > 0 and not (dataset is not None and dataset.x_test is not None):
+        gc = torch.Generator().manual_seed(seed + 99991)
+        x_cal = problem.sample_prior(n_cal, gc)
+        y_cal = problem.simulate_checked(x_cal, gc)
+        cal = posterior.sample(y_cal, n_cal_s, generator=gc).numpy()
+        ranks = sbc_ranks(cal, x_cal.numpy())
+        cov = expected_coverage(cal, x_cal.numpy())
+        metrics["coverage"] = cov["coverage_95"]
+        metrics["coverage_joint"] = cov["coverage_95_joint"]
+        metrics["coverage_error"] = cov["coverage_error"]
+        metrics["coverage_curve"] = {
+            k: cov[k] for k in ("levels", "coverage_marginal", "coverage_joint")
+        }
+        metrics["sbc_pvalues"] = sbc_uniformity_pvalues(ranks, n_cal_s).tolist()
+        if plots_dir is not None:
+            from vinaflow.evaluation.plots import plot_coverage, plot_sbc_histogram
+
+            plot_sbc_histogram(
+                ranks, n_cal_s, plots_dir / "sbc_ranks.png", names=problem.param_names
+            )
+            plot_coverage(
+                cov["levels"],
+                {"marginal": cov["coverage_marginal"], "joint": cov["coverage_joint"]},
+                plots_dir / "coverage.png",
+                n_obs=n_cal,
+            )
+    else:
+        metrics["coverage"] = None
+    metrics["per_observation"] = {k: v for k, v in per.items() if v}
+    metrics["num_observations"] = n_obs
+    metrics["num_samples"] = n_samples
+    if plots_dir is not None:
+        from vinaflow.evaluation.plots import plot_posterior_pairs
+
+        for i in range(min(3, n_obs)):
+            ref = references[i]
+            plot_posterior_pairs(
+                samples[i].numpy(),
+                None if ref is None else ref.numpy(),
+                truth=x_true[i].numpy(),
+                names=problem.param_names,
+                path=plots_dir / f"posterior_obs{i}.png",
+            )
+    return metrics
+
+
+def run(
+    config: Mapping[str, Any],
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> RunResult:
+    """Train and evaluate one resolved config; writes outputs to ``out`` if given."""
+    cfg = dict(config)
+    out_dir = Path(out) if out is not None else None
+    problem = make_problem(cfg["problem"])
+    tcfg = TrainingConfig(
+        **{**cfg["training"], "progress": progress and cfg["training"].get("progress", True)}
+    )
+    data = prepare_data(
+        problem, cfg["problem"], tcfg.seed, n_test=cfg["evaluation"]["num_observations"]
+    )
+    model_kwargs = _model_kwargs(cfg["model"], cfg["objective"])
+    model_kwargs.setdefault("seed", tcfg.seed)
+    model = build_model(cfg["model"]["kind"], problem.dim_x, problem.dim_y, **model_kwargs)
+    model.fit_normalization(data.x, data.y)
+    objective = build_objective(cfg["objective"], model, problem)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    trainer = Trainer(tcfg)
+    x_s, y_s = model.x_norm(data.x), model.y_norm(data.y)
+    xv_s, yv_s = model.x_norm(data.x_val), model.y_norm(data.y_val)
+    result = trainer.fit(
+        model,
+        objective,
+        x_s,
+        y_s,
+        xv_s,
+        yv_s,
+        checkpoint=None if out_dir is None else out_dir / "checkpoint.pt",
+        resume=resume,
+    )
+    posterior = Posterior(model)
+    plots = None
+    if out_dir is not None and cfg["evaluation"].get("plots", True):
+        plots = out_dir / "plots"
+        plots.mkdir(exist_ok=True)
+    metrics = evaluate_posterior(posterior, problem, cfg["evaluation"], data, plots)
+    metrics.update(
+        train_seconds=result.train_seconds,
+        train_steps=result.steps,
+        stopped=result.stopped,
+        retries=result.retries,
+        seed=tcfg.seed,
+        problem=problem.name,
+        environment=environment(),
+    )
+    if out_dir is not None:
+        from vinaflow.evaluation.plots import plot_loss_curves
+        from vinaflow.experiments.report import write_run_report
+        from vinaflow.models.serialization import save_model
+
+        save_model(model, out_dir, extra={"problem": cfg["problem"]})
+        atomic_write_json(out_dir / "history.json", result.history)
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        if plots is not None:
+            curves = {
+                k: v
+                for k, v in result.history.items()
+                if k not in ("step", "val_step") and len(v) > 1
+            }
+            steps = {
+                k: result.history["val_step"] if k == "val_loss" else result.history["step"]
+                for k in curves
+            }
+            plot_loss_curves(curves, plots / "loss_curves.png", steps=steps)
+        write_run_report(out_dir, cfg, metrics)
+    return RunResult(cfg, model, posterior, problem, result, metrics)

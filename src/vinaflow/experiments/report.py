@@ -1,0 +1,92 @@
+"""Markdown reports and plain-text metric tables."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vinaflow.training.io import atomic_write_text
+
+__all__ = ["HEADLINE_METRICS", "format_metrics_table", "write_run_report"]
+
+HEADLINE_METRICS = {
+    "c2st": "C2ST accuracy vs ground truth (0.5 = perfect)",
+    "w1": "Wasserstein-1 to ground truth",
+    "mmd": "MMD^2 to ground truth",
+    "mean_error": "posterior-mean error vs ground-truth mean",
+    "mean_error_truth": "posterior-mean error vs true parameters",
+    "resim_error": "re-simulation error mean ||f(x_hat) - y*||",
+    "ci_width": "mean 95% credible-interval width",
+    "coverage": "coverage of 95% marginal credible intervals",
+    "coverage_joint": "coverage of 95% joint credible regions",
+    "train_seconds": "training time [s]",
+    "sampling_seconds_per_10k": "sampling time per 10,000 samples [s]",
+}
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def format_metrics_table(metrics: Mapping[str, Any]) -> str:
+    """A two-column plain-text table of the headline metrics."""
+    rows = [(k, _fmt(metrics.get(k))) for k in HEADLINE_METRICS if k in metrics]
+    width = max(len(k) for k, _ in rows) if rows else 0
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+    lines = ["# vinaflow run report", ""]
+    p, m, o = cfg["problem"], cfg["model"], cfg["objective"]
+    desc = p.get("name") or p.get("simulator") or p.get("bank")
+    obj = o["name"] + (
+        f" ({o.get('divergence')}, {o.get('direction')})"
+        if o["name"] == "fdiv"
+        else f" ({o.get('direction')})"
+        if o["name"] != "nll"
+        else ""
+    )
+    lines += [
+        f"- problem: `{desc}`",
+        f"- model: `{m['kind']}` / `{m['arch']}`, {m['blocks']} blocks, hidden {m['hidden']}",
+        f"- objective: {obj}",
+        f"- seed: {metrics.get('seed')}, steps: {metrics.get('train_steps')} "
+        f"(stopped by {metrics.get('stopped')})",
+        f"- evaluated on {metrics.get('num_observations')} held-out observations x "
+        f"{metrics.get('num_samples')} samples",
+        "",
+        "| metric | value | meaning |",
+        "|---|---|---|",
+    ]
+    for k, meaning in HEADLINE_METRICS.items():
+        if k in metrics:
+            lines.append(f"| `{k}` | {_fmt(metrics[k])} | {meaning} |")
+    lines.append("")
+    plots = sorted((out_dir / "plots").glob("*.png")) if (out_dir / "plots").exists() else []
+    if plots:
+        lines += ["## Plots", ""]
+        lines += [f"![{q.stem}](plots/{q.name})" for q in plots]
+        lines.append("")
+    env = metrics.get("environment", {})
+    lines += [
+        "## Environment",
+        "",
+        "```",
+        yaml.safe_dump(dict(env), sort_keys=False).strip(),
+        "```",
+        "",
+        "## Configuration",
+        "",
+        "```yaml",
+        yaml.safe_dump(dict(cfg), sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))

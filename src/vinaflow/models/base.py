@@ -1,0 +1,76 @@
+"""What every amortized-inference model offers the objectives and the posterior."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vinaflow.models.normalization import Standardizer
+
+__all__ = ["AmortizedModel", "Encoding"]
+
+
+@dataclass
+class Encoding:
+    """Result of the density direction ``x -> latent`` in standardised units.
+
+    ``y_hat`` is the predicted observation (joint INN only), ``z`` the latent,
+    ``log_det`` the log-Jacobian of the bijection and ``extra`` any output
+    coordinates that should be zero (the joint INN's output padding).
+    """
+
+    z: Tensor
+    log_det: Tensor
+    y_hat: Tensor | None = None
+    extra: Tensor | None = None
+
+
+class AmortizedModel(nn.Module, ABC):
+    """A bijective model of ``p(x | y)``, trained in standardised units.
+
+    Subclasses implement :meth:`encode` (``x -> z`` given ``y``), :meth:`generate`
+    (``z -> x`` given ``y``) and :meth:`nll`. Users interact through
+    :class:`vinaflow.models.Posterior`.
+    """
+
+    kind: str = "model"
+
+    def __init__(self, dim_x: int, dim_y: int, latent_dim: int) -> None:
+        super().__init__()
+        self.dim_x, self.dim_y, self.latent_dim = int(dim_x), int(dim_y), int(latent_dim)
+        self.x_norm = Standardizer(self.dim_x)
+        self.y_norm = Standardizer(self.dim_y)
+
+    def fit_normalization(self, x: Tensor, y: Tensor) -> None:
+        self.x_norm.fit(x)
+        self.y_norm.fit(y)
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        return torch.randn(n, self.latent_dim, generator=generator)
+
+    @abstractmethod
+    def encode(self, x_s: Tensor, y_s: Tensor) -> Encoding:
+        """Density direction on standardised ``x_s`` given standardised ``y_s``."""
+
+    @abstractmethod
+    def generate(self, y_s: Tensor, z: Tensor) -> Tensor:
+        """Sampling direction: standardised ``x`` for standardised ``y_s`` and latent ``z``."""
+
+    @abstractmethod
+    def nll(self, x_s: Tensor, y_s: Tensor) -> Tensor:
+        """Per-sample maximum-likelihood loss in standardised units."""
+
+    @property
+    def has_log_prob(self) -> bool:
+        return False
+
+    def log_prob_standardized(self, x_s: Tensor, y_s: Tensor) -> Tensor:
+        raise NotImplementedError(f"{self.kind} has no tractable log-density")
+
+    @abstractmethod
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments, enough to rebuild the model before loading weights."""

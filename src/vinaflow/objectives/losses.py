@@ -1,0 +1,341 @@
+"""Training objectives for amortized models, built from the sample-level divergences.
+
+Every objective works in standardised units and exposes
+
+* ``generator_loss(model, x_s, y_s) -> (loss, logs)`` — minimised over the model;
+* ``critic_loss(model, x_s, y_s) -> (loss, logs)`` — minimised over the critic
+  (only objectives with ``has_critic``).
+
+Which distribution is *data* (``P``) and which is *model* (``Q``) decides what
+"KL" means: with ``D_f(P || Q) = E_Q[f(dP/dQ)]``,
+
+* ``direction="backward"`` (posterior loss): ``P`` = law of ``(X, Y)`` from the
+  simulations, ``Q`` = law of ``(T^{-1}(Y, Z), Y)``; the critic sees ``(x, y)``.
+  ``kl`` is then the mass-covering KL(data || model), like maximum likelihood.
+* ``direction="forward"`` (latent loss): ``P`` = law of ``T(X)`` = ``(y_hat, z)``
+  (for a cINN ``(y, z(x; y))``), ``Q`` = law of ``(Y, Z)`` with ``Z ~ N(0, I)``
+  independent of ``Y``; the critic sees ``(y, z)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vinaflow.errors import ConfigError
+from vinaflow.models.base import AmortizedModel
+from vinaflow.objectives.critic import Critic
+from vinaflow.objectives.divergences import get_divergence
+from vinaflow.objectives.mmd import mmd_imq
+from vinaflow.objectives.priors import box_prior_penalty, gaussian_prior_penalty
+from vinaflow.objectives.sinkhorn import sinkhorn_divergence
+from vinaflow.objectives.variational import variational_bound
+
+__all__ = [
+    "DIRECTIONS",
+    "OBJECTIVES",
+    "CompositeObjective",
+    "FDivergenceObjective",
+    "MMDObjective",
+    "NLLObjective",
+    "Objective",
+    "PriorPenalty",
+    "SinkhornObjective",
+]
+
+DIRECTIONS = ("backward", "forward")
+Logs = dict[str, float]
+
+
+class Objective(nn.Module):
+    """Base class; subclasses override :meth:`generator_loss` and maybe :meth:`critic_loss`."""
+
+    name = "objective"
+    has_critic = False
+    #: Whether the sampling direction ``T^{-1}`` is the one trained (decides which
+    #: direction of an iResNet block should be explicit).
+    trains_sampling = False
+
+    def generator_loss(
+        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor
+    ) -> tuple[Tensor, Logs]:
+        raise NotImplementedError
+
+    def critic_loss(self, model: AmortizedModel, x_s: Tensor, y_s: Tensor) -> tuple[Tensor, Logs]:
+        raise NotImplementedError(f"objective {self.name!r} has no critic")
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return []
+
+
+def _check_direction(direction: str) -> str:
+    if direction not in DIRECTIONS:
+        raise ConfigError(
+            f"objective.direction: unknown {direction!r}; allowed: {', '.join(DIRECTIONS)}"
+        )
+    return direction
+
+
+def _joint_pairs(
+    model: AmortizedModel, x_s: Tensor, y_s: Tensor, direction: str, y_scale: float = 1.0
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    """(P samples, Q samples, supervised y residual) for a direction."""
+    if direction == "backward":
+        x_hat = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
+        return (torch.cat([x_s, y_scale * y_s], 1), torch.cat([x_hat, y_scale * y_s], 1), None)
+    enc = model.encode(x_s, y_s)
+    z_prior = model.sample_latent(y_s.shape[0]).to(y_s)
+    y_side = enc.y_hat if enc.y_hat is not None else y_s
+    residual = None if enc.y_hat is None else enc.y_hat - y_s
+    if enc.extra is not None:
+        residual = torch.cat([residual, enc.extra], 1)
+    return (
+        torch.cat([y_scale * y_side, enc.z], 1),
+        torch.cat([y_scale * y_s, z_prior], 1),
+        residual,
+    )
+
+
+class NLLObjective(Objective):
+    """Maximum likelihood: the model's own :meth:`~AmortizedModel.nll`."""
+
+    name = "nll"
+
+    def generator_loss(
+        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor
+    ) -> tuple[Tensor, Logs]:
+        loss = model.nll(x_s, y_s).mean()
+        return loss, {"nll": float(loss)}
+
+
+class FDivergenceObjective(Objective):
+    r"""Variational f-divergence (f-GAN, Nowozin et al. 2016) between data and model joints.
+
+    :math:`D_f(P\|Q) \ge \sup_V E_P[g_f(V)] - E_Q[f^*(g_f(V))]`; the critic ``V``
+    maximises the bound, the model minimises it.
+
+    Arguments:
+        divergence: ``kl``, ``reverse-kl``, ``js``, ``pearson``, ``hellinger``, ``gan``, ``tv``.
+        direction: ``backward`` or ``forward`` (see the module docstring).
+        critic_hidden, critic_layers: Size of the critic MLP.
+        gradient_penalty: Weight of a zero-centred gradient penalty on the critic at
+            data samples (Mescheder et al. 2018, R1), which keeps the critic smooth.
+        y_weight: Weight of the supervised ``||y_hat - y||^2`` term (joint INN, forward
+            direction: the latent loss alone does not pair ``y_hat`` with ``y``).
+    """
+
+    name = "fdiv"
+    has_critic = True
+
+    def __init__(
+        self,
+        model: AmortizedModel,
+        divergence: str = "kl",
+        direction: str = "backward",
+        critic_hidden: int = 128,
+        critic_layers: int = 3,
+        gradient_penalty: float = 0.1,
+        spectral_norm: bool = False,
+        y_weight: float = 10.0,
+        y_scale: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.divergence = get_divergence(divergence)
+        self.direction = _check_direction(direction)
+        self.trains_sampling = direction == "backward"
+        in_dim = (
+            model.dim_x + model.dim_y if direction == "backward" else model.dim_y + model.latent_dim
+        )
+        self.critic = Critic(
+            in_dim,
+            hidden=critic_hidden,
+            layers=critic_layers,
+            divergence=self.divergence.name,
+            spectral_norm=spectral_norm,
+        )
+        self.gradient_penalty = float(gradient_penalty)
+        self.y_weight, self.y_scale = float(y_weight), float(y_scale)
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return list(self.critic.parameters())
+
+    def critic_loss(self, model: AmortizedModel, x_s: Tensor, y_s: Tensor) -> tuple[Tensor, Logs]:
+        with torch.no_grad():
+            p, q, _ = _joint_pairs(model, x_s, y_s, self.direction, self.y_scale)
+        p = p.detach().requires_grad_(self.gradient_penalty > 0)
+        v_p, v_q = self.critic(p), self.critic(q)
+        bound = variational_bound(v_p, v_q, self.divergence)
+        loss = -bound
+        if self.gradient_penalty > 0:
+            (grad,) = torch.autograd.grad(v_p.sum(), p, create_graph=True)
+            loss = loss + 0.5 * self.gradient_penalty * grad.pow(2).sum(1).mean()
+        return loss, {"critic_bound": float(bound)}
+
+    def generator_loss(
+        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor
+    ) -> tuple[Tensor, Logs]:
+        p, q, residual = _joint_pairs(model, x_s, y_s, self.direction, self.y_scale)
+        bound = variational_bound(self.critic(p), self.critic(q), self.divergence)
+        logs = {"fdiv_bound": float(bound)}
+        loss = bound
+        if residual is not None and self.y_weight > 0:
+            fit = residual.pow(2).sum(1).mean()
+            loss = loss + self.y_weight * fit
+            logs["y_fit"] = float(fit)
+        return loss, logs
+
+
+class _SampleDistanceObjective(Objective):
+    def __init__(self, direction: str, y_weight: float, y_scale: float) -> None:
+        super().__init__()
+        self.direction = _check_direction(direction)
+        self.trains_sampling = direction == "backward"
+        self.y_weight, self.y_scale = float(y_weight), float(y_scale)
+
+    def distance(self, p: Tensor, q: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def generator_loss(
+        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor
+    ) -> tuple[Tensor, Logs]:
+        p, q, residual = _joint_pairs(model, x_s, y_s, self.direction, self.y_scale)
+        dist = self.distance(p, q)
+        logs = {self.name: float(dist)}
+        loss = dist
+        if residual is not None and self.y_weight > 0:
+            fit = residual.pow(2).sum(1).mean()
+            loss = loss + self.y_weight * fit
+            logs["y_fit"] = float(fit)
+        return loss, logs
+
+
+class SinkhornObjective(_SampleDistanceObjective):
+    """Debiased Sinkhorn divergence (geomloss) between data and model joints; ``blur`` = epsilon."""
+
+    name = "sinkhorn"
+
+    def __init__(
+        self,
+        blur: float = 0.05,
+        direction: str = "backward",
+        y_weight: float = 10.0,
+        y_scale: float = 1.0,
+        scaling: float = 0.9,
+    ) -> None:
+        super().__init__(direction, y_weight, y_scale)
+        if not blur > 0:
+            raise ConfigError(f"objective.blur must be > 0, got {blur}")
+        self.blur, self.scaling = float(blur), float(scaling)
+
+    def distance(self, p: Tensor, q: Tensor) -> Tensor:
+        return sinkhorn_divergence(p, q, blur=self.blur, scaling=self.scaling)
+
+
+class MMDObjective(_SampleDistanceObjective):
+    """MMD with inverse multiquadric kernels (Ardizzone et al. 2019)."""
+
+    name = "mmd"
+
+    def __init__(
+        self,
+        direction: str = "backward",
+        widths: Sequence[float] | None = None,
+        y_weight: float = 10.0,
+        y_scale: float = 1.0,
+    ) -> None:
+        super().__init__(direction, y_weight, y_scale)
+        self.widths = tuple(widths) if widths is not None else None
+
+    def distance(self, p: Tensor, q: Tensor) -> Tensor:
+        if self.widths is None:
+            return mmd_imq(p, q)
+        return mmd_imq(p, q, widths=self.widths)
+
+
+class PriorPenalty(Objective):
+    """Penalty on generated ``x`` (in problem units) for leaving a prior (MISSION §2).
+
+    ``kind="gaussian"``: ``0.5 ||(x - loc) / scale||^2``; ``kind="uniform"``: squared
+    hinge outside the box ``[low, high]``.
+    """
+
+    name = "prior"
+    trains_sampling = True
+
+    def __init__(self, kind: str, **params: Sequence[float]) -> None:
+        super().__init__()
+        if kind not in ("gaussian", "uniform"):
+            raise ConfigError(f"objective.prior: unknown {kind!r}; allowed: gaussian, uniform")
+        self.kind = kind
+        keys = ("loc", "scale") if kind == "gaussian" else ("low", "high")
+        for k in keys:
+            if params.get(k) is None:
+                raise ConfigError(f"objective.prior_{k} is required for a {kind} prior penalty")
+            self.register_buffer(k, torch.as_tensor(params[k], dtype=torch.float32))
+
+    def generator_loss(
+        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor
+    ) -> tuple[Tensor, Logs]:
+        x = model.x_norm.inverse(model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s)))
+        if self.kind == "gaussian":
+            pen = gaussian_prior_penalty(x, self.loc, self.scale)
+        else:
+            pen = box_prior_penalty(x, self.low, self.high)
+        return pen, {"prior": float(pen)}
+
+
+class CompositeObjective(Objective):
+    """Weighted sum of objectives; critics of all members are trained together."""
+
+    name = "composite"
+
+    def __init__(self, terms: Sequence[tuple[Objective, float]]) -> None:
+        super().__init__()
+        if not terms:
+            raise ConfigError("objective needs at least one term")
+        self.terms = nn.ModuleList([t for t, _ in terms])
+        self.weights = [float(w) for _, w in terms]
+        self.has_critic = any(t.has_critic for t in self.terms)
+        self.trains_sampling = any(
+            t.trains_sampling for t, w in terms if w > 0 and not isinstance(t, PriorPenalty)
+        )
+
+    def generator_loss(
+        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor
+    ) -> tuple[Tensor, Logs]:
+        total: Tensor | float = 0.0
+        logs: Logs = {}
+        for term, w in zip(self.terms, self.weights, strict=True):
+            if w == 0:
+                continue
+            loss, lg = term.generator_loss(model, x_s, y_s)
+            total = total + w * loss
+            logs.update(lg)
+        assert isinstance(total, Tensor)
+        logs["loss"] = float(total)
+        return total, logs
+
+    def critic_loss(self, model: AmortizedModel, x_s: Tensor, y_s: Tensor) -> tuple[Tensor, Logs]:
+        total: Tensor | float = 0.0
+        logs: Logs = {}
+        for term in self.terms:
+            if term.has_critic:
+                loss, lg = term.critic_loss(model, x_s, y_s)
+                total = total + loss
+                logs.update(lg)
+        assert isinstance(total, Tensor)
+        return total, logs
+
+    def critic_parameters(self) -> list[nn.Parameter]:
+        return [p for t in self.terms for p in t.critic_parameters()]
+
+
+OBJECTIVES: dict[str, Any] = {
+    "nll": NLLObjective,
+    "fdiv": FDivergenceObjective,
+    "sinkhorn": SinkhornObjective,
+    "mmd": MMDObjective,
+}

@@ -1,0 +1,103 @@
+"""Precomputed simulation banks: ``.npz`` files with arrays ``x`` (n, dx) and ``y`` (n, dy)."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from vinaflow.errors import DataError
+from vinaflow.problems.base import Problem
+
+__all__ = ["BankProblem", "SimulationBank", "load_bank"]
+
+
+class SimulationBank:
+    """Arrays ``x`` and ``y`` plus the metadata of the problem that generated them.
+
+    ``metadata`` is the JSON stored under the key ``problem`` by ``vinaflow simulate``;
+    user banks may omit it.
+    """
+
+    def __init__(self, x: Tensor, y: Tensor, metadata: dict[str, Any] | None = None) -> None:
+        self.x, self.y, self.metadata = x, y, dict(metadata or {})
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+def load_bank(path: str | Path) -> SimulationBank:
+    """Load and validate a bank; every problem is reported as a :class:`DataError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"problem.bank: file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            missing = [k for k in ("x", "y") if k not in data.files]
+            if missing:
+                raise DataError(
+                    f"bank {path} lacks array(s) {missing}; expected 'x' (n, dx) and 'y' (n, dy)"
+                )
+            x, y = np.asarray(data["x"]), np.asarray(data["y"])
+            meta = json.loads(str(data["problem"])) if "problem" in data.files else {}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+        raise DataError(f"bank {path} is not a readable .npz file ({err})") from err
+    for name, a in (("x", x), ("y", y)):
+        if a.ndim == 1:
+            a = a[:, None]
+        if a.ndim != 2 or not np.issubdtype(a.dtype, np.number):
+            raise DataError(f"bank array {name!r} must be a numeric (n, d) array, got {a.shape}")
+        if not np.isfinite(a).all():
+            raise DataError(f"bank array {name!r} contains non-finite values")
+    x = x.reshape(len(x), -1)
+    y = y.reshape(len(y), -1)
+    if x.shape[0] != y.shape[0]:
+        raise DataError(f"bank arrays x and y have different lengths: {len(x)} vs {len(y)}")
+    if x.shape[0] < 10:
+        raise DataError(f"bank {path} has only {len(x)} rows; need at least 10")
+    return SimulationBank(
+        torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32), meta
+    )
+
+
+class BankProblem(Problem):
+    """A problem known only through a bank; wraps the generating problem when recorded."""
+
+    name = "bank"
+
+    def __init__(self, bank: SimulationBank, source: Problem | None = None) -> None:
+        self.bank, self.source = bank, source
+        self.dim_x, self.dim_y = bank.x.shape[1], bank.y.shape[1]
+        if source is not None and (source.dim_x, source.dim_y) != (self.dim_x, self.dim_y):
+            raise DataError(
+                f"bank shapes ({self.dim_x}, {self.dim_y}) do not match its recorded problem "
+                f"{source.name!r} ({source.dim_x}, {source.dim_y})"
+            )
+        self.param_names = list(
+            source.param_names if source else [f"x{i + 1}" for i in range(self.dim_x)]
+        )
+        self.prior = source.prior if source else None  # type: ignore[assignment]
+
+    def simulate(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if self.source is None:
+            raise DataError("this bank has no recorded simulator; it cannot simulate new data")
+        return self.source.simulate(x, generator)
+
+    def simulate_noise_free(self, x: Tensor) -> Tensor | None:
+        return None if self.source is None else self.source.simulate_noise_free(x)
+
+    @property
+    def has_reference_posterior(self) -> bool:
+        return self.source is not None and self.source.has_reference_posterior
+
+    def reference_posterior(
+        self, y: Tensor, n: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        if self.source is None:
+            raise NotImplementedError("bank without a recorded problem has no reference posterior")
+        return self.source.reference_posterior(y, n, generator)

@@ -1,0 +1,393 @@
+"""One trainer for every objective: alternating critic / model updates, checkpoints, resume."""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
+from vinaflow.objectives.losses import Objective
+from vinaflow.training.io import atomic_path
+
+__all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES"]
+
+LR_SCHEDULES = ("constant", "cosine", "step")
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of :class:`Trainer` (the ``training`` config section).
+
+    Training stops after ``steps`` model updates or ``max_seconds`` of wall time,
+    whichever comes first. ``critic_steps`` critic updates precede each model
+    update of adversarial objectives.
+    """
+
+    steps: int = 4000
+    max_seconds: float | None = None
+    batch_size: int = 256
+    lr: float = 1e-3
+    critic_lr: float | None = None
+    critic_steps: int = 1
+    lr_schedule: str = "cosine"
+    lr_min_factor: float = 0.02
+    weight_decay: float = 0.0
+    grad_clip: float | None = 5.0
+    val_every: int = 200
+    patience: int | None = None
+    checkpoint_every: int = 1000
+    seed: int = 0
+    progress: bool = True
+    max_retries: int = 3
+    retry_lr_factor: float = 0.5
+    #: Torch CPU threads while training; small networks train fastest on one thread
+    #: (measured: 22 ms vs 200 ms per step of a 6-block cINN on a loaded 2-core machine).
+    threads: int | None = 1
+
+    def __post_init__(self) -> None:
+        checks = {
+            "steps": self.steps >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "critic_steps": self.critic_steps >= 1,
+            "val_every": self.val_every >= 1,
+            "checkpoint_every": self.checkpoint_every >= 1,
+            "max_retries": self.max_retries >= 0,
+            "lr_min_factor": 0 <= self.lr_min_factor <= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ConfigError(f"training.{name} is out of range: {getattr(self, name)!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"training.max_seconds must be > 0, got {self.max_seconds}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"training.lr_schedule: unknown {self.lr_schedule!r}; "
+                f"allowed: {', '.join(LR_SCHEDULES)}"
+            )
+
+
+@dataclass
+class TrainResult:
+    history: dict[str, list[float]] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    steps: int = 0
+    stopped: str = "steps"
+    retries: int = 0
+
+
+class _Batches:
+    """Deterministic minibatch stream: epoch ``e`` uses permutation ``randperm(seed, e)``.
+
+    The position is a single integer, so resuming at a step reproduces the same
+    batches as an uninterrupted run.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
+        self.per_epoch = max(1, n // self.batch_size)
+        self.position = 0
+        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
+
+    def next(self) -> Tensor:
+        epoch, k = divmod(self.position, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
+        self.position += 1
+        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
+
+
+def _lr_lambda(cfg: TrainingConfig):  # noqa: ANN202 - a closure for LambdaLR
+    def factor(step: int) -> float:
+        t = min(step / max(cfg.steps, 1), 1.0)
+        if cfg.lr_schedule == "cosine":
+            return cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+        if cfg.lr_schedule == "step":
+            return 0.1 ** int(t * 3 - 1e-9) if t > 0 else 1.0
+        return 1.0
+
+    return factor
+
+
+def _finite_grads(params: list[nn.Parameter]) -> bool:
+    return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
+
+
+class Trainer:
+    """Train a model with an objective on ``(x, y)`` simulations in standardised units.
+
+    Example:
+        >>> # trainer = Trainer(TrainingConfig(steps=1000))
+        >>> # result = trainer.fit(model, objective, x, y, x_val, y_val)
+    """
+
+    def __init__(self, config: TrainingConfig | None = None) -> None:
+        self.config = config or TrainingConfig()
+
+    # -- state -----------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "objective": self.objective.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "critic_opt": self.critic_opt.state_dict() if self.critic_opt else {},
+            "critic_sched": self.critic_sched.state_dict() if self.critic_sched else {},
+            "step": self.step,
+            "batch_position": self.batches.position,
+            "history": copy.deepcopy(self.history),
+            "elapsed": self.elapsed,
+            "torch_rng": torch.get_rng_state(),
+            "retries": self.retries,
+            "lr_scale": self.lr_scale,
+            "best": self.best,
+            "config": asdict(self.config),
+        }
+
+    def _load_state(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.opt.load_state_dict(state["opt"])
+        self.sched.load_state_dict(state["sched"])
+        if self.critic_opt and state["critic_opt"]:
+            self.critic_opt.load_state_dict(state["critic_opt"])
+            self.critic_sched.load_state_dict(state["critic_sched"])
+        self.step = int(state["step"])
+        self.batches.position = int(state["batch_position"])
+        self.history = copy.deepcopy(state["history"])
+        self.elapsed = float(state["elapsed"])
+        torch.set_rng_state(state["torch_rng"])
+        self.retries = int(state.get("retries", 0))
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self.best = state.get("best")
+
+    def save_checkpoint(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(self._state(), tmp)
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        path = Path(path)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except FileNotFoundError as err:
+            raise ModelFileError(f"checkpoint not found: {path}") from err
+        except Exception as err:  # noqa: BLE001 - torch raises many kinds for bad files
+            raise ModelFileError(f"checkpoint {path} is unreadable or corrupted ({err})") from err
+        try:
+            self._load_state(state)
+        except (KeyError, RuntimeError, ValueError) as err:
+            raise ModelFileError(
+                f"checkpoint {path} does not match this model/objective ({err})"
+            ) from err
+
+    # -- training ----------------------------------------------------------------------
+    def fit(
+        self,
+        model: nn.Module,
+        objective: Objective,
+        x: Tensor,
+        y: Tensor,
+        x_val: Tensor | None = None,
+        y_val: Tensor | None = None,
+        checkpoint: str | Path | None = None,
+        resume: bool = False,
+    ) -> TrainResult:
+        """Train on standardised ``x`` ``(n, dx)`` and ``y`` ``(n, dy)``; returns the history."""
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.model, self.objective = model, objective
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
+        critic_params = objective.critic_parameters()
+        self.critic_opt = (
+            torch.optim.Adam(critic_params, lr=cfg.critic_lr or cfg.lr, betas=(0.5, 0.999))
+            if critic_params
+            else None
+        )
+        self.critic_sched = (
+            torch.optim.lr_scheduler.LambdaLR(self.critic_opt, _lr_lambda(cfg))
+            if self.critic_opt
+            else None
+        )
+        self._base_lrs = list(self.sched.base_lrs)
+        self._critic_base_lrs = list(self.critic_sched.base_lrs) if self.critic_sched else []
+        self.batches = _Batches(x.shape[0], cfg.batch_size, cfg.seed)
+        self.step, self.elapsed, self.retries, self.lr_scale = 0, 0.0, 0, 1.0
+        self.history: dict[str, list[float]] = {}
+        self.best: dict[str, Any] | None = None
+        if resume:
+            if checkpoint is None or not Path(checkpoint).exists():
+                raise ModelFileError(f"--resume: no checkpoint at {checkpoint}")
+            self.load_checkpoint(checkpoint)
+        model.train()
+        objective.train()
+        snapshot = self._state()
+        stopped = "steps"
+        bar = self._progress(start=self.step)
+        t0 = time.perf_counter() - self.elapsed
+        no_improve = 0
+        try:
+            while self.step < cfg.steps:
+                if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
+                    stopped = "max_seconds"
+                    break
+                logs = self._update(x, y)
+                if logs is None:  # non-finite: roll back and retry with a smaller lr
+                    self._recover(snapshot)
+                    continue
+                self.step += 1
+                self.elapsed = time.perf_counter() - t0
+                for k, v in logs.items():
+                    self.history.setdefault(k, []).append(v)
+                self.history.setdefault("step", []).append(self.step)
+                if bar is not None:
+                    bar.update(1)
+                    if self.step % 20 == 0:
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:4]})
+                if self.step % cfg.val_every == 0 or self.step == cfg.steps:
+                    if x_val is not None and y_val is not None:
+                        improved = self._validate(x_val, y_val)
+                        no_improve = 0 if improved else no_improve + 1
+                        if cfg.patience is not None and no_improve >= cfg.patience:
+                            stopped = "early_stopping"
+                            break
+                    snapshot = self._state()
+                if checkpoint is not None and self.step % cfg.checkpoint_every == 0:
+                    self.elapsed = time.perf_counter() - t0
+                    self.save_checkpoint(checkpoint)
+        finally:
+            if bar is not None:
+                bar.close()
+        self.elapsed = time.perf_counter() - t0
+        if stopped == "early_stopping" and self.best is not None:
+            model.load_state_dict(self.best["model"])
+        if checkpoint is not None:
+            self.save_checkpoint(checkpoint)
+        model.eval()
+        return TrainResult(self.history, self.elapsed, self.step, stopped, self.retries)
+
+    def _progress(self, start: int):  # noqa: ANN202
+        if not self.config.progress:
+            return None
+        from tqdm.auto import tqdm
+
+        return tqdm(
+            total=self.config.steps,
+            initial=start,
+            desc="training",
+            leave=False,
+            file=sys.stderr,
+            dynamic_ncols=True,
+            mininterval=0.5,
+        )
+
+    def _clip_and_step(
+        self, loss: Tensor, params: list[nn.Parameter], opt: torch.optim.Optimizer
+    ) -> bool:
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if not _finite_grads(params):
+            return False
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        opt.step()
+        return True
+
+    def _update(self, x: Tensor, y: Tensor) -> dict[str, float] | None:
+        logs: dict[str, float] = {}
+        if self.critic_opt is not None:
+            params = self.objective.critic_parameters()
+            for _ in range(self.config.critic_steps):
+                idx = self.batches.next()
+                loss, lg = self.objective.critic_loss(self.model, x[idx], y[idx])
+                if not torch.isfinite(loss) or not self._clip_and_step(
+                    loss, params, self.critic_opt
+                ):
+                    return None
+                logs.update(lg)
+            self.critic_sched.step()
+        idx = self.batches.next()
+        loss, lg = self.objective.generator_loss(self.model, x[idx], y[idx])
+        if not torch.isfinite(loss):
+            return None
+        params = list(self.model.parameters())
+        if not self._clip_and_step(loss, params, self.opt):
+            return None
+        self.sched.step()
+        logs.update(lg)
+        logs["loss"] = float(loss)
+        return logs
+
+    def _recover(self, snapshot: dict[str, Any]) -> None:
+        self.retries += 1
+        if self.retries > self.config.max_retries:
+            raise TrainingDivergedError(
+                f"training diverged: non-finite loss or gradient at step {self.step + 1}; "
+                f"rolled back and retried {self.config.max_retries} time(s) with the learning "
+                f"rate reduced by {self.config.retry_lr_factor} each time. Try a smaller "
+                "training.lr, stronger training.grad_clip or another divergence."
+            )
+        retries = self.retries
+        self._load_state(snapshot)
+        self.retries = retries
+        self.lr_scale *= self.config.retry_lr_factor
+        for opt, sched, base in (
+            (self.opt, self.sched, self._base_lrs),
+            (self.critic_opt, self.critic_sched, self._critic_base_lrs),
+        ):
+            if opt is None or sched is None:
+                continue
+            sched.base_lrs = [b * self.lr_scale for b in base]
+            factor = sched.lr_lambdas[0](sched.last_epoch)
+            for group, b in zip(opt.param_groups, sched.base_lrs, strict=True):
+                group["lr"] = b * factor
+        # Different random draws on the retry, so that the same overflow is not replayed.
+        torch.manual_seed(self.config.seed + 7919 * retries)
+        print(
+            f"[vinaflow] non-finite loss at step {self.step + 1}: rolled back, "
+            f"retry {retries}/{self.config.max_retries} with lr x{self.lr_scale:g}",
+            file=sys.stderr,
+        )
+
+    @torch.no_grad()
+    def _val_loss(self, x_val: Tensor, y_val: Tensor) -> float:
+        # A fixed seed makes validation losses comparable across evaluations.
+        with torch.random.fork_rng():
+            torch.manual_seed(12345)
+            was = self.model.training
+            self.model.eval()
+            total, count = 0.0, 0
+            for start in range(0, x_val.shape[0], 4096):
+                xb, yb = x_val[start : start + 4096], y_val[start : start + 4096]
+                if hasattr(self.model, "nll") and not self.objective.trains_sampling:
+                    loss = self.model.nll(xb, yb).mean()
+                else:
+                    with torch.enable_grad():
+                        loss, _ = self.objective.generator_loss(self.model, xb, yb)
+                total += float(loss) * xb.shape[0]
+                count += xb.shape[0]
+            self.model.train(was)
+        return total / count
+
+    def _validate(self, x_val: Tensor, y_val: Tensor) -> bool:
+        val = self._val_loss(x_val, y_val)
+        self.history.setdefault("val_loss", []).append(val)
+        self.history.setdefault("val_step", []).append(self.step)
+        if self.best is None or val < self.best["val"]:
+            if self.config.patience is not None:
+                self.best = {"val": val, "model": copy.deepcopy(self.model.state_dict())}
+            else:
+                self.best = {"val": val}
+            return True
+        return False
