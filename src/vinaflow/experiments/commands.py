@@ -1,11 +1,146 @@
-"""Further CLI commands contributed by the experiments (simulation banks, studies)."""
+"""Further CLI commands contributed by the experiments: ``sweep``, ``study``, ``report``.
+
+``vinaflow sweep CONFIG.yaml --grid model.hidden=64,128 --seeds 40..60 --out DIR``
+runs a grid of configs over seeds (resumable: rerun the same command after an
+interruption); ``vinaflow study NAME --out DIR [--quick]`` runs a named study of the
+paper (:mod:`vinaflow.experiments.studies`) and writes its report;
+``vinaflow report DIR`` (re)writes ``DIR/report.md`` with tables and figures.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 __all__ = ["register"]
 
 
+def _add_backend_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local process pool (default) or a Ray cluster",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="parallel runs (default: the cores of this machine; with Ray: the cluster's CPUs)",
+    )
+    p.add_argument(
+        "--ray-address",
+        help="address of a running Ray cluster (HOST:PORT, ray://HOST:PORT or auto); "
+        "default: start a local Ray instance",
+    )
+    p.add_argument("--save-runs", action="store_true", help="keep each run's folder in DIR/runs/")
+    p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    import yaml
+
+    from vinaflow.errors import ConfigError
+    from vinaflow.experiments.study_report import write_study_report
+    from vinaflow.experiments.sweep import Sweep, parse_grid, parse_seeds, run_sweep
+
+    path = Path(args.config)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+    if not isinstance(base, dict):
+        raise ConfigError(f"config {path} must be a mapping of sections")
+    if args.set:
+        from vinaflow.config import apply_overrides
+
+        base = apply_overrides(base, args.set)
+    sweep = Sweep(base=base, axes=parse_grid(args.grid or []), seeds=parse_seeds(args.seeds))
+    records = run_sweep(
+        sweep,
+        args.out,
+        backend=args.backend,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        save_runs=args.save_runs,
+        retry_failed=args.retry_failed,
+        progress=not args.quiet,
+        meta={"config_file": str(path)},
+    )
+    report = write_study_report(args.out)
+    n_ok = sum(r.get("status") == "ok" for r in records)
+    print(f"{n_ok}/{len(records)} runs ok; wrote {Path(args.out) / 'results.jsonl'} and {report}")
+    return 0
+
+
+def _cmd_study(args: argparse.Namespace) -> int:
+    from vinaflow.errors import ConfigError
+    from vinaflow.experiments.studies import get_study, list_studies
+    from vinaflow.experiments.study_report import write_study_report
+    from vinaflow.experiments.sweep import run_sweep
+
+    if args.list or not args.name:
+        for name in list_studies():
+            s = get_study(name)
+            print(f"{name}: {s.description}")
+        return 0
+    if not args.out:
+        raise ConfigError("study: --out DIR is required")
+    study = get_study(args.name)
+    sweep = study.sweep(quick=args.quick, seeds=args.seeds)
+    records = run_sweep(
+        sweep,
+        args.out,
+        backend=args.backend,
+        workers=args.workers,
+        ray_address=args.ray_address,
+        save_runs=args.save_runs,
+        retry_failed=args.retry_failed,
+        progress=not args.quiet,
+        meta={"study": study.name, "quick": bool(args.quick)},
+    )
+    report = write_study_report(args.out)
+    n_ok = sum(r.get("status") == "ok" for r in records)
+    print(f"{n_ok}/{len(records)} runs ok; wrote {report}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from vinaflow.experiments.study_report import write_study_report
+
+    report = write_study_report(args.dir)
+    print(f"wrote {report}", file=sys.stdout)
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     """Add experiment commands to the ``vinaflow`` parser."""
+    p = sub.add_parser("sweep", help="run a config over a grid of overrides and seeds")
+    p.add_argument("config", help="base YAML config")
+    p.add_argument(
+        "--grid",
+        action="append",
+        metavar="SECTION.KEY=V1,V2",
+        help="a grid axis (repeatable; the grid is the product of all axes)",
+    )
+    p.add_argument("--seeds", default="0", help="A..B (inclusive) or A,B,C (default 0)")
+    p.add_argument("--set", action="append", metavar="SECTION.KEY=VALUE", help="fixed override")
+    p.add_argument("--out", required=True, help="output folder (rerun to resume)")
+    _add_backend_args(p)
+    p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("study", help="run a named study of the paper and write its report")
+    p.add_argument("name", nargs="?", help="study name (see --list)")
+    p.add_argument("--out", help="output folder (rerun to resume)")
+    p.add_argument("--seeds", help="override the study's seeds, e.g. 40..60")
+    p.add_argument("--quick", action="store_true", help="short variant (< 10 min on 2 cores)")
+    p.add_argument("--list", action="store_true", help="list the studies")
+    _add_backend_args(p)
+    p.set_defaults(func=_cmd_study)
+
+    p = sub.add_parser("report", help="tables and figures of a sweep or study folder")
+    p.add_argument("dir")
+    p.set_defaults(func=_cmd_report)

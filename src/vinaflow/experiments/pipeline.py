@@ -153,19 +153,20 @@ def _single_objective(cfg: Mapping[str, Any], model: AmortizedModel) -> Objectiv
             "critic_layers",
             "gradient_penalty",
             "spectral_norm",
+            "nonsaturating",
+            "whiten",
             "y_weight",
-            "y_scale",
         }
     elif cfg["name"] == "sinkhorn":
-        allowed = {"blur", "direction", "y_weight", "y_scale", "scaling"}
+        allowed = {"blur", "direction", "y_weight", "whiten", "scaling"}
     else:
-        allowed = {"direction", "widths", "y_weight", "y_scale"}
+        allowed = {"direction", "widths", "y_weight", "whiten"}
     extra = set(params) - allowed
     if extra:
         raise ConfigError(
             f"objective {cfg['name']!r} does not take {sorted(extra)}; allowed: {sorted(allowed)}"
         )
-    return cls(model, **params) if cfg["name"] == "fdiv" else cls(**params)
+    return cls(model, **params)
 
 
 def build_objective(cfg: Mapping[str, Any], model: AmortizedModel, problem: Problem) -> Objective:

@@ -1,0 +1,241 @@
+"""Inverse-kinematics benchmark (issue 3): re-simulation error, C2ST and W1 vs ABC.
+
+Trains the NLL coupling INN and the variational f-divergence configurations below on
+the arm (MISSION §4.2), evaluates each on 100 held-out observations with 1000 posterior
+samples (re-simulation error ``mean ||f(x_hat) - y*||``; C2ST and W1 against the
+rejection-ABC ground truth, tolerance 0.01), prints a table, and times a small sweep
+on a local Ray instance with 1 and 2 workers. Writes
+``benchmarks/results/kinematics.json``.
+
+Targets: NLL coupling INN <= 0.02, best variational f-divergence <= 0.03.
+
+    python benchmarks/kinematics.py            # full (~15-25 min on 2 cores)
+    python benchmarks/kinematics.py --quick    # 10 observations, short training
+    python benchmarks/kinematics.py --only nll-inn --skip-ray
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vinaflow.config import resolve_config
+from vinaflow.experiments.pipeline import environment, run
+from vinaflow.training.io import atomic_write_json
+
+RESULTS = Path(__file__).parent / "results" / "kinematics.json"
+
+BASE: dict[str, Any] = {
+    "problem": {"name": "kinematics", "num_simulations": 20000},
+    "model": {"kind": "inn", "arch": "coupling", "blocks": 4, "hidden": 128, "latent_dim": 2},
+    # max_seconds only guards against a stuck run; the step counts decide.
+    "training": {"steps": 3000, "max_seconds": 900, "batch_size": 256, "seed": 0},
+    "evaluation": {
+        "num_observations": 100,
+        "num_samples": 1000,
+        "num_calibration": 0,
+        "plots": False,
+        "c2st": True,
+        "seed": 1234,
+    },
+}
+
+#: name -> (what it is, config patch over BASE, target or None)
+CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
+    "nll-inn": (
+        "NLL, coupling INN (4 blocks, latent 2), y-fit weight 200, 50k sims, 5000x512",
+        {
+            "objective": {"name": "nll"},
+            "model": {"y_weight": 200.0},
+            "problem": {"num_simulations": 50000},
+            "training": {"steps": 5000, "batch_size": 512},
+        },
+        0.02,
+    ),
+    "fdiv-kl-backward": (
+        "variational KL, backward (posterior) loss, paper setting: 1560 steps",
+        {
+            "objective": {"name": "fdiv", "divergence": "kl", "direction": "backward"},
+            "training": {"steps": 1560},
+        },
+        None,
+    ),
+    "fdiv-kl-forward": (
+        "variational KL, forward (latent) loss, y-fit weight 200",
+        {
+            "objective": {
+                "name": "fdiv",
+                "divergence": "kl",
+                "direction": "forward",
+                "y_weight": 200.0,
+            }
+        },
+        None,
+    ),
+    "fdiv-kl-backward+nll": (
+        "variational KL (backward) + 1.0 x NLL term (objective.terms), y-fit weight 200",
+        {
+            "objective": {
+                "name": "fdiv",
+                "divergence": "kl",
+                "direction": "backward",
+                "terms": [{"name": "nll", "weight": 1.0}],
+            },
+            "model": {"y_weight": 200.0},
+        },
+        0.03,
+    ),
+}
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in patch.items():
+        out[k] = {**out.get(k, {}), **v} if k != "objective" else copy.deepcopy(v)
+    return out
+
+
+def bench_config(name: str, quick: bool) -> dict[str, Any]:
+    desc, patch, target = CONFIGS[name]
+    raw = _merge(BASE, patch)
+    if quick:
+        raw["evaluation"]["num_observations"] = 10
+        raw["training"]["steps"] = min(raw["training"]["steps"], 800)
+    cfg = resolve_config(raw)
+    t0 = time.perf_counter()
+    result = run(cfg, None, progress=False)
+    m = result.metrics
+    row = {
+        "name": name,
+        "description": desc,
+        "config": cfg,
+        "target_resim": target,
+        "wall_seconds": time.perf_counter() - t0,
+    }
+    for k in ("resim_error", "c2st", "w1", "mmd", "mean_error", "train_seconds", "train_steps"):
+        row[k] = m.get(k)
+    row["resim_error_std_over_obs"] = float(torch.tensor(m["per_observation"]["resim_error"]).std())
+    row["num_observations"], row["num_samples"] = m["num_observations"], m["num_samples"]
+    return row
+
+
+def bench_ray(n_runs: int = 4) -> dict[str, Any]:
+    """Wall time of the same small sweep with 1 and 2 workers on one local Ray instance."""
+    import ray
+
+    from vinaflow.experiments.sweep import Axis, Sweep, run_sweep
+
+    base = _merge(
+        BASE,
+        {
+            "objective": {"name": "nll"},
+            "problem": {"num_simulations": 4000},
+            "training": {"steps": 400, "max_seconds": 120},
+            "evaluation": {"num_observations": 5, "num_samples": 500, "c2st": False},
+        },
+    )
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    out: dict[str, Any] = {"runs": n_runs, "cpus": 2}
+    try:
+        tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"vinaflow-raybench-{os.getpid()}"
+        warm = Sweep(base, [Axis.of("model.hidden", [16])], [0, 1])
+        run_sweep(warm, tmp / "warm", backend="ray", workers=2, progress=False)  # start workers
+        for workers in (1, 2):
+            sw = Sweep(base, [], list(range(100 * workers, 100 * workers + n_runs)))
+            t0 = time.perf_counter()
+            recs = run_sweep(
+                sw, tmp / f"w{workers}", backend="ray", workers=workers, progress=False
+            )
+            out[f"seconds_{workers}_worker"] = time.perf_counter() - t0
+            out[f"train_seconds_{workers}_worker"] = sum(
+                r["metrics"]["train_seconds"] for r in recs if r["status"] == "ok"
+            )
+        out["speedup"] = out["seconds_1_worker"] / out["seconds_2_worker"]
+    finally:
+        ray.shutdown()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
+    parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--out", default=str(RESULTS))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for name in args.only or list(CONFIGS):
+        print(f"running {name} ...", file=sys.stderr, flush=True)
+        rows.append(bench_config(name, args.quick))
+    ray_result = None
+    if not args.skip_ray:
+        try:
+            ray_result = bench_ray()
+        except ImportError:
+            print("ray not installed: skipping the scaling benchmark", file=sys.stderr)
+
+    # Keep rows of configurations not rerun this time (``--only`` runs add up).
+    previous: dict[str, Any] = {}
+    if Path(args.out).is_file():
+        try:
+            previous = json.loads(Path(args.out).read_text())
+        except json.JSONDecodeError:
+            previous = {}
+    if previous.get("quick") == args.quick:
+        names = {r["name"] for r in rows}
+        rows = [r for r in previous.get("rows", []) if r["name"] not in names] + rows
+        if ray_result is None:
+            ray_result = previous.get("ray_scaling")
+    head = (
+        f"{'config':24} {'resim':>8} {'target':>7} {'C2ST':>6} {'W1':>6} "
+        f"{'train s':>8} {'steps':>6}"
+    )
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        tgt = f"{r['target_resim']:.2f}" if r["target_resim"] else "-"
+        print(
+            f"{r['name']:24} {r['resim_error']:8.4f} {tgt:>7} {r['c2st']:6.3f} {r['w1']:6.3f} "
+            f"{r['train_seconds']:8.1f} {r['train_steps']:6d}"
+        )
+    fdiv = [r for r in rows if r["name"].startswith("fdiv")]
+    summary = {
+        "nll_target_met": any(r["name"] == "nll-inn" and r["resim_error"] <= 0.02 for r in rows),
+        "best_fdiv": min(fdiv, key=lambda r: r["resim_error"])["name"] if fdiv else None,
+        "best_fdiv_resim": min((r["resim_error"] for r in fdiv), default=None),
+    }
+    summary["fdiv_target_met"] = (
+        summary["best_fdiv_resim"] is not None and summary["best_fdiv_resim"] <= 0.03
+    )
+    print(json.dumps(summary))
+    if ray_result:
+        print(
+            f"Ray, {ray_result['runs']} runs: 1 worker {ray_result['seconds_1_worker']:.1f}s, "
+            f"2 workers {ray_result['seconds_2_worker']:.1f}s, speedup {ray_result['speedup']:.2f}x"
+        )
+    atomic_write_json(
+        args.out,
+        {
+            "quick": args.quick,
+            "rows": rows,
+            "summary": summary,
+            "ray_scaling": ray_result,
+            "load_average": os.getloadavg(),
+            "environment": environment(),
+        },
+    )
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

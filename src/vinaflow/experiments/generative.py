@@ -1,0 +1,513 @@
+"""``vinaflow flow``: train a normalizing flow on a target, evaluate it, write everything.
+
+Config sections (YAML; every key checked, errors name the field)::
+
+    target:     {name: gaussian-mixture, dim: 2, ...}  or  {data: FILE.npz, key: x}
+    data:       {num_train: 10000, num_validation: 1000, num_test: 5000}
+                (data sets: test_fraction / validation_fraction of the rows instead)
+    model:      NormalizingFlow arguments (arch, blocks, hidden, layers, base, base_offset,
+                base_df, base_width, normalization, ...)
+    objective:  {name: nll | fdiv | pr | sinkhorn | mmd, ...}  (objectives/generative.py)
+    training:   TrainingConfig fields (steps, batch_size, lr, seed, max_seconds, ...)
+    evaluation: {num_samples, w1_samples, w1_scale: identity | slog, pr_k, plots,
+                 certificate, certificate_divergence, seed}
+
+Output folder (same conventions as ``vinaflow run``)::
+
+    DIR/config.yaml  DIR/model.safetensors  DIR/model.json  DIR/checkpoint.pt
+    DIR/metrics.json DIR/history.json DIR/report.md DIR/plots/*.png
+    DIR/heldout.npz  test split ``x`` (never trained on; used by ``vinaflow certify``)
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import Tensor
+
+from vinaflow.errors import ConfigError, DataError
+from vinaflow.models.flow import NormalizingFlow
+from vinaflow.objectives.generative import build_flow_objective, slog
+from vinaflow.problems.targets import Target, make_target
+from vinaflow.training import (
+    Trainer,
+    TrainingConfig,
+    TrainResult,
+    atomic_write_json,
+    atomic_write_text,
+)
+from vinaflow.training.io import atomic_path
+
+__all__ = [
+    "DEFAULT_FLOW_CONFIG",
+    "FlowData",
+    "FlowRunResult",
+    "evaluate_flow",
+    "fit_flow",
+    "load_flow_config",
+    "make_splits",
+    "plot_samples",
+    "register",
+    "resolve_flow_config",
+    "run_flow",
+]
+
+FLOW_SECTIONS = ("target", "data", "model", "objective", "training", "evaluation")
+
+DEFAULT_FLOW_CONFIG: dict[str, Any] = {
+    "target": {"name": "gaussian-mixture", "dim": 2},
+    "data": {"num_train": 10000, "num_validation": 1000, "num_test": 5000},
+    "model": {
+        "arch": "coupling",
+        "blocks": 6,
+        "hidden": 64,
+        "layers": 2,
+        "base": "gaussian",
+        "normalization": "standard",
+    },
+    "objective": {"name": "nll"},
+    "training": {"steps": 2000, "batch_size": 256, "seed": 0, "max_seconds": 300},
+    "evaluation": {
+        "num_samples": 5000,
+        "w1_samples": 2000,
+        "w1_scale": "identity",
+        "pr_k": 3,
+        "plots": True,
+        "certificate": True,
+        "certificate_divergence": "kl",
+        "seed": 1234,
+    },
+}
+
+_DATA_KEYS = {"num_train", "num_validation", "num_test", "test_fraction", "validation_fraction"}
+_EVAL_KEYS = set(DEFAULT_FLOW_CONFIG["evaluation"])
+_MODEL_KEYS = {
+    "arch", "blocks", "hidden", "layers", "base", "base_offset", "base_df", "base_width",
+    "normalization", "seed", "actnorm", "clamp", "lipschitz", "explicit", "logdet",
+    "n_series_terms", "n_hutchinson", "fixed_point_tol", "fixed_point_max_iter",
+}  # fmt: skip
+
+
+def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in new.items():
+        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge ``config`` over :data:`DEFAULT_FLOW_CONFIG` and validate it."""
+    config = dict(config or {})
+    unknown = set(config) - set(FLOW_SECTIONS) - {"vinaflow_version"}
+    if unknown:
+        raise ConfigError(
+            f"unknown flow config section(s) {sorted(unknown)}; allowed: {', '.join(FLOW_SECTIONS)}"
+        )
+    for s in FLOW_SECTIONS:
+        if s in config and config[s] is not None and not isinstance(config[s], Mapping):
+            raise ConfigError(f"{s} must be a mapping of key: value")
+    merged = copy.deepcopy(DEFAULT_FLOW_CONFIG)
+    # A new target or objective replaces the default one wholesale (no stray parameters).
+    for s in ("target", "objective"):
+        if config.get(s):
+            merged[s] = {}
+    for s in FLOW_SECTIONS:
+        if config.get(s):
+            merged[s] = _merge(merged[s], config[s])
+    for section, keys in (("data", _DATA_KEYS), ("evaluation", _EVAL_KEYS), ("model", _MODEL_KEYS)):
+        extra = sorted(set(merged[section]) - keys)
+        if extra:
+            raise ConfigError(f"{section}: unknown key(s) {extra}; allowed: {sorted(keys)}")
+    if merged["evaluation"]["w1_scale"] not in ("identity", "slog"):
+        raise ConfigError("evaluation.w1_scale must be 'identity' or 'slog'")
+    for k in ("num_train", "num_validation", "num_test"):
+        v = merged["data"].get(k)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"data.{k} must be an integer >= 1, got {v!r}")
+    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
+    extra = sorted(set(merged["training"]) - fields)
+    if extra:
+        raise ConfigError(f"training: unknown key(s) {extra}; allowed: {sorted(fields)}")
+    TrainingConfig(**merged["training"])  # validates ranges
+    make_target(merged["target"])  # validates the target
+    return merged
+
+
+def load_flow_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Read a flow YAML config (or the defaults), apply ``--set`` overrides, validate."""
+    from vinaflow.config import apply_overrides
+
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config {path} must be a mapping with sections {FLOW_SECTIONS}")
+    return resolve_flow_config(apply_overrides(raw, overrides))
+
+
+@dataclass
+class FlowData:
+    x: Tensor
+    x_val: Tensor
+    x_test: Tensor
+
+
+def make_splits(target: Target, data_cfg: Mapping[str, Any], seed: int) -> FlowData:
+    """Train / validation / test data; test rows are drawn independently of training."""
+    m = target.finite_sample_size
+    g = torch.Generator().manual_seed(seed)
+    if m is None:
+        n_tr = int(data_cfg.get("num_train", 10000))
+        n_val = int(data_cfg.get("num_validation", 1000))
+        n_te = int(data_cfg.get("num_test", 5000))
+        x = target.sample(n_tr + n_val, g)
+        x_test = target.sample(n_te, torch.Generator().manual_seed(seed + 7919))
+        return FlowData(x[n_val:], x[:n_val], x_test)
+    f_te = float(data_cfg.get("test_fraction", 0.2))
+    f_val = float(data_cfg.get("validation_fraction", 0.1))
+    if not (0 < f_te < 1 and 0 < f_val < 1 and f_te + f_val < 1):
+        raise ConfigError("data.test_fraction and data.validation_fraction must be in (0, 1)")
+    x = target.sample(m, g)  # a permutation of the rows
+    n_te, n_val = max(1, int(f_te * m)), max(1, int(f_val * m))
+    if m - n_te - n_val < 20:
+        raise DataError(f"data set has {m} rows: too few for training after the splits")
+    return FlowData(x[n_te + n_val :], x[n_te : n_te + n_val], x[:n_te])
+
+
+def fit_flow(
+    x: Tensor,
+    model_cfg: Mapping[str, Any],
+    objective_cfg: Mapping[str, Any],
+    training_cfg: Mapping[str, Any] | TrainingConfig,
+    x_val: Tensor | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
+    model: NormalizingFlow | None = None,
+) -> tuple[NormalizingFlow, TrainResult]:
+    """Build a flow for ``x`` ``(n, d)``, fit its normalization and train it.
+
+    Pass ``model`` to continue training an existing flow (e.g. fine-tuning a maximum
+    likelihood flow with the PR divergence, as Verine et al. 2023 do); ``model_cfg`` is
+    then ignored and the normalization kept.
+    """
+    tcfg = (
+        training_cfg
+        if isinstance(training_cfg, TrainingConfig)
+        else TrainingConfig(**dict(training_cfg))
+    )
+    if model is None:
+        kwargs = dict(model_cfg)
+        kwargs.setdefault("seed", tcfg.seed)
+        model = NormalizingFlow(dim=int(x.shape[1]), **kwargs)
+        model.fit_normalization(x)
+    objective = build_flow_objective(objective_cfg, model.dim)
+    x_s = model.x_norm(x)
+    empty = torch.empty(x.shape[0], 0)
+    xv = yv = None
+    if x_val is not None:
+        xv, yv = model.x_norm(x_val), torch.empty(x_val.shape[0], 0)
+    result = Trainer(tcfg).fit(model, objective, x_s, empty, xv, yv, checkpoint, resume)
+    return model, result
+
+
+def _w1(a: np.ndarray, b: np.ndarray, max_samples: int, seed: int) -> float:
+    if a.shape[1] == 1:
+        from scipy.stats import wasserstein_distance
+
+        # 1-D optimal transport is exact from sorted samples: use all of them
+        return float(wasserstein_distance(a[:, 0], b[:, 0]))
+    from vinaflow.evaluation import w1
+
+    return w1(a, b, max_samples=max_samples, seed=seed)
+
+
+def evaluate_flow(
+    model: NormalizingFlow,
+    x_test: Tensor,
+    evaluation: Mapping[str, Any] | None = None,
+    plots_dir: Path | None = None,
+    target: Target | None = None,
+) -> dict[str, Any]:
+    """Sample metrics of a flow against held-out data.
+
+    ``w1``: exact optimal transport (1-D: sorted samples, all of them; otherwise
+    ``evaluation.w1`` on ``w1_samples``); ``w1_slog``: the same on the signed-log scale
+    ``sign(x) log(1 + |x|)``, finite for heavy tails whose W1 is infinite or dominated by a
+    few extreme samples; ``mmd`` (Gaussian kernel, median bandwidth); k-NN
+    ``precision`` / ``recall``; held-out ``test_nll`` where the density is finite.
+    """
+    from vinaflow.evaluation import mmd
+    from vinaflow.evaluation.precision_recall import precision_recall
+
+    ev = {**DEFAULT_FLOW_CONFIG["evaluation"], **dict(evaluation or {})}
+    seed = int(ev["seed"])
+    g = torch.Generator().manual_seed(seed)
+    n = int(ev["num_samples"])
+    t0 = time.perf_counter()
+    samples = model.sample(n, generator=g)
+    sample_seconds = time.perf_counter() - t0
+    a, b = x_test.double().numpy(), samples.double().numpy()
+    metrics: dict[str, Any] = {}
+    finite = np.isfinite(b).all(1)
+    metrics["nonfinite_samples"] = int((~finite).sum())
+    b = b[finite]
+    if len(b) < 10:
+        raise DataError("the trained flow produced fewer than 10 finite samples")
+    ws = int(ev["w1_samples"])
+    metrics["w1"] = _w1(a, b, ws, seed)
+    if ev["w1_scale"] == "slog" or a.shape[1] == 1:
+        sa, sb = slog(torch.as_tensor(a)).numpy(), slog(torch.as_tensor(b)).numpy()
+        metrics["w1_slog"] = _w1(sa, sb, ws, seed)
+    sub = min(2000, len(a), len(b))
+    metrics["mmd"] = mmd(a[:sub], b[:sub])
+    pr = precision_recall(a, b, k=int(ev["pr_k"]), max_samples=5000, seed=seed)
+    metrics["precision"], metrics["recall"] = pr["precision"], pr["recall"]
+    lp = model.log_prob(x_test)
+    ok = torch.isfinite(lp)
+    metrics["test_nll"] = float(-lp[ok].mean()) if bool(ok.all()) else None
+    metrics["test_outside_support"] = float((~ok).double().mean())
+    if target is not None and target.has_log_prob:
+        metrics["target_nll"] = float(-target.log_prob(x_test).double().mean())
+    metrics["sampling_seconds_per_10k"] = sample_seconds / n * 1e4
+    if ev.get("certificate"):
+        from vinaflow.evaluation.certificate import certify_flow
+
+        try:
+            metrics["certificate"] = certify_flow(
+                model, x_test, ev["certificate_divergence"], seed=seed + 17
+            )
+        except DataError as err:
+            metrics["certificate"] = {"skipped": str(err)}
+    if plots_dir is not None:
+        plot_samples(a, b, plots_dir / "samples.png", slog_scale=ev["w1_scale"] == "slog")
+    return metrics
+
+
+def plot_samples(
+    data: np.ndarray,
+    model: np.ndarray,
+    path: Path,
+    title: str = "",
+    slog_scale: bool = False,
+    max_points: int = 3000,
+) -> None:
+    """Histogram (1-D) or side-by-side scatter (2-D, first two coordinates) of samples."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data, model = np.asarray(data), np.asarray(model)
+    if slog_scale:
+        data = np.sign(data) * np.log1p(np.abs(data))
+        model = np.sign(model) * np.log1p(np.abs(model))
+    if data.shape[1] == 1:
+        fig, ax = plt.subplots(figsize=(5, 3.2))
+        lo, hi = np.quantile(np.concatenate([data[:, 0], model[:, 0]]), [0.002, 0.998])
+        bins = np.linspace(lo, hi, 80)
+        ax.hist(data[:, 0], bins=bins, density=True, alpha=0.5, label="target")
+        ax.hist(model[:, 0], bins=bins, density=True, alpha=0.5, label="model")
+        ax.set_xlabel("slog(x)" if slog_scale else "x")
+        ax.legend()
+    else:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
+        lo = np.quantile(data[:, :2], 0.001, axis=0) - 0.5
+        hi = np.quantile(data[:, :2], 0.999, axis=0) + 0.5
+        for ax, pts, name in ((axes[0], data, "target"), (axes[1], model, "model")):
+            pts = pts[:max_points]
+            ax.scatter(pts[:, 0], pts[:, 1], s=2, alpha=0.4)
+            ax.set_title(name)
+            ax.set_xlim(lo[0], hi[0])
+            ax.set_ylim(lo[1], hi[1])
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+@dataclass
+class FlowRunResult:
+    config: dict[str, Any]
+    model: NormalizingFlow
+    target: Target
+    train: TrainResult
+    metrics: dict[str, Any]
+
+
+_HEADLINE = {
+    "w1": "Wasserstein-1 to held-out data (exact OT)",
+    "w1_slog": "W1 on the signed-log scale sign(x) log(1+|x|)",
+    "mmd": "MMD^2 to held-out data (Gaussian kernel)",
+    "precision": "k-NN precision (model samples on the data manifold)",
+    "recall": "k-NN recall (data on the model manifold)",
+    "test_nll": "held-out negative log-likelihood [nats/sample]",
+    "target_nll": "same for the true density (lower bound in expectation)",
+    "train_seconds": "training time [s]",
+}
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
+
+
+def format_flow_metrics(metrics: Mapping[str, Any]) -> str:
+    rows = [(k, _fmt(metrics.get(k))) for k in _HEADLINE if k in metrics]
+    cert = metrics.get("certificate")
+    if cert and "estimate" in cert:
+        rows.append((f"D_{cert['divergence']} estimate", _fmt(cert["estimate"])))
+        rows.append(("TV bound (estimate)", _fmt(cert["tv_bound"])))
+    width = max(len(k) for k, _ in rows) if rows else 0
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _write_report(out: Path, cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
+    from vinaflow.evaluation.certificate import format_certificate
+
+    t, m, o = cfg["target"], cfg["model"], cfg["objective"]
+    lines = [
+        "# vinaflow flow report",
+        "",
+        f"- target: `{t.get('name') or t.get('data')}` {dict(t)}",
+        f"- model: normalizing flow `{m['arch']}`, {m['blocks']} blocks, hidden {m['hidden']}, "
+        f"base `{m.get('base', 'gaussian')}`, normalization `{m.get('normalization')}`",
+        f"- objective: `{o['name']}` {dict(o)} (P = data, Q = model)",
+        f"- seed {metrics.get('seed')}, steps {metrics.get('train_steps')} "
+        f"(stopped by {metrics.get('stopped')})",
+        "",
+        "| metric | value | meaning |",
+        "|---|---|---|",
+    ]
+    lines += [f"| `{k}` | {_fmt(metrics[k])} | {v} |" for k, v in _HEADLINE.items() if k in metrics]
+    lines.append("")
+    if metrics.get("certificate"):
+        lines.append(format_certificate(metrics["certificate"]))
+    plots = sorted((out / "plots").glob("*.png")) if (out / "plots").exists() else []
+    if plots:
+        lines += ["## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots] + [""]
+    lines += [
+        "## Environment",
+        "",
+        "```",
+        yaml.safe_dump(dict(metrics.get("environment", {})), sort_keys=False).strip(),
+        "```",
+        "",
+        "## Configuration",
+        "",
+        "```yaml",
+        yaml.safe_dump(dict(cfg), sort_keys=False).strip(),
+        "```",
+        "",
+    ]
+    atomic_write_text(out / "report.md", "\n".join(lines))
+
+
+def run_flow(
+    config: Mapping[str, Any],
+    out: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> FlowRunResult:
+    """Train and evaluate one flow config; writes outputs to ``out`` if given."""
+    from vinaflow.experiments.pipeline import environment
+
+    cfg = resolve_flow_config(config)
+    out_dir = Path(out) if out is not None else None
+    target = make_target(cfg["target"])
+    tcfg = TrainingConfig(
+        **{**cfg["training"], "progress": progress and cfg["training"].get("progress", True)}
+    )
+    data = make_splits(target, cfg["data"], tcfg.seed)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        with atomic_path(out_dir / "heldout.npz", suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, x=data.x_test.numpy())
+    model, result = fit_flow(
+        data.x,
+        cfg["model"],
+        cfg["objective"],
+        tcfg,
+        data.x_val,
+        checkpoint=None if out_dir is None else out_dir / "checkpoint.pt",
+        resume=resume,
+    )
+    plots = None
+    if out_dir is not None and cfg["evaluation"].get("plots", True):
+        plots = out_dir / "plots"
+        plots.mkdir(exist_ok=True)
+    metrics = evaluate_flow(model, data.x_test, cfg["evaluation"], plots, target)
+    metrics.update(
+        train_seconds=result.train_seconds,
+        train_steps=result.steps,
+        stopped=result.stopped,
+        retries=result.retries,
+        seed=tcfg.seed,
+        target=target.describe(),
+        environment=environment(),
+    )
+    if out_dir is not None:
+        from vinaflow.models.serialization import save_model
+
+        save_model(model, out_dir, extra={"target": cfg["target"]})
+        atomic_write_json(out_dir / "history.json", result.history)
+        atomic_write_json(out_dir / "metrics.json", metrics)
+        if plots is not None:
+            from vinaflow.evaluation.plots import plot_loss_curves
+
+            curves = {
+                k: v for k, v in result.history.items() if k not in ("step", "val_step") and len(v) > 1
+            }
+            steps = {
+                k: result.history["val_step"] if k == "val_loss" else result.history["step"]
+                for k in curves
+            }
+            plot_loss_curves(curves, plots / "loss_curves.png", steps=steps)
+        _write_report(out_dir, cfg, metrics)
+    return FlowRunResult(cfg, model, target, result, metrics)
+
+
+def _cmd_flow(args: argparse.Namespace) -> int:
+    cfg = load_flow_config(args.config, args.set or [])
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("flow-%Y%m%d-%H%M%S")
+    if (out / "metrics.json").exists() and not (args.resume or args.overwrite):
+        raise ConfigError(
+            f"{out} already holds a finished run; use --overwrite to replace it or another --out"
+        )
+    result = run_flow(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(format_flow_metrics(result.metrics))
+    print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, heldout.npz, plots/)")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
+    """Add ``vinaflow flow CONFIG --out DIR`` to the command-line parser."""
+    p = sub.add_parser("flow", help="train and evaluate a normalizing flow on a target")
+    p.add_argument("config", nargs="?", help="flow YAML config (default: 2-D Gaussian mixture)")
+    p.add_argument("--out", help="output folder (default: runs/flow-TIMESTAMP)")
+    p.add_argument(
+        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_flow)

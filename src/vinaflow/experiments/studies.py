@@ -1,0 +1,303 @@
+"""Named studies: the paper's experiments (MISSION §5) as one command each.
+
+A :class:`Study` is a base config, grid axes, a seed range, a ``quick`` variant (for
+CI and a first look; every quick study finishes in under 10 minutes on 2 cores) and
+the report figures. ``vinaflow study NAME --out DIR`` runs it as a resumable sweep
+(:mod:`vinaflow.experiments.sweep`) and then ``vinaflow report DIR``.
+
+Adding studies from another module
+----------------------------------
+1. In your module, build ``Study`` objects and call :func:`register_study` at import
+   time::
+
+       from vinaflow.experiments.studies import Study, register_study
+       from vinaflow.experiments.sweep import Axis
+
+       register_study(Study(
+           name="nf-support",
+           description="Support mismatch: Sinkhorn vs KL for a uniform target",
+           base={"problem": {...}, "model": {...}, "objective": {...}, ...},
+           axes=[Axis.of("objective.blur", [0.01, 1.0])],
+           seeds="40..60",
+           quick={"seeds": "40..41", "overrides": {"training.steps": 300},
+                  "axes": {"objective.blur": ["0.01"]}},
+           figures=["my_package.my_module:plot_support"],
+       ))
+
+2. Add ``"nf-support": "my_package.my_module"`` to :data:`STUDY_MODULES` so that the
+   module is imported lazily the first time the study is asked for (importing this
+   module stays cheap and never loads e.g. the acoustics code).
+
+Interface details:
+
+* ``base``: a raw config mapping (sections as in a YAML file); each run merges its
+  axis patches and ``training.seed`` and resolves it with the defaults.
+* ``axes``: :class:`~vinaflow.experiments.sweep.Axis` objects; an axis value is a
+  patch ``{dotted.key: value}`` or ``{section: {...}}`` (replaces the section).
+* ``quick``: ``overrides`` (dotted key -> value, applied to ``base``), ``axes``
+  (axis name -> the labels to keep) and ``seeds``.
+* ``figures``: callables or ``"module:function"`` strings; each is called as
+  ``fn(data, plots_dir)`` with a :class:`~vinaflow.experiments.study_report.StudyData`
+  and returns a list of ``(png_path, caption)``; the report embeds them in order.
+* ``exclude(params)``: drop grid points (``params`` maps axis name -> label).
+* ``demo_observations``: observations at which every run saves posterior samples
+  (``DIR/samples/ID.npz``) for figures such as the arm plots.
+* ``metrics``: the record metrics of the report table.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vinaflow.errors import ConfigError
+from vinaflow.experiments.sweep import Axis, Sweep, _apply_patch, parse_seeds
+
+__all__ = [
+    "STUDIES",
+    "STUDY_MODULES",
+    "Study",
+    "get_study",
+    "list_studies",
+    "register_study",
+]
+
+#: Registered studies by name (filled by :func:`register_study`).
+STUDIES: dict[str, Study] = {}
+
+#: Study name -> module that registers it when imported (lazy loading).
+STUDY_MODULES: dict[str, str] = {
+    "prior-regularization": "vinaflow.experiments.studies",
+    "divergences": "vinaflow.experiments.studies",
+    "latent-dim": "vinaflow.experiments.studies",
+    "sinkhorn-blur": "vinaflow.experiments.studies",
+}
+
+DEFAULT_METRICS = ("resim_error", "c2st", "w1", "train_seconds")
+
+
+@dataclass
+class Study:
+    """A named grid of runs with its report figures (see the module docstring)."""
+
+    name: str
+    description: str
+    base: Mapping[str, Any]
+    axes: Sequence[Axis]
+    seeds: str = "40..60"
+    quick: Mapping[str, Any] = field(default_factory=dict)
+    figures: Sequence[str | Callable[..., Any]] = ()
+    exclude: Callable[[Mapping[str, str]], bool] | None = None
+    demo_observations: Sequence[Sequence[float]] = ()
+    demo_samples: int = 200
+    metrics: Sequence[str] = DEFAULT_METRICS
+
+    def sweep(self, quick: bool = False, seeds: str | None = None) -> Sweep:
+        """The study's sweep; ``quick`` applies the quick variant, ``seeds`` overrides."""
+        base = copy.deepcopy(dict(self.base))
+        axes = [Axis(a.name, list(a.values)) for a in self.axes]
+        seed_text = self.seeds
+        if quick:
+            _apply_patch(base, self.quick.get("overrides", {}))
+            keep = self.quick.get("axes", {})
+            for a in axes:
+                if a.name in keep:
+                    a.values = [(lab, p) for lab, p in a.values if lab in keep[a.name]]
+            seed_text = self.quick.get("seeds", seed_text)
+        return Sweep(
+            base=base,
+            axes=axes,
+            seeds=parse_seeds(seeds if seeds is not None else seed_text),
+            exclude=self.exclude,
+            demo_observations=[list(map(float, o)) for o in self.demo_observations],
+            demo_samples=self.demo_samples,
+        )
+
+    def figure_functions(self) -> list[Callable[..., Any]]:
+        out = []
+        for f in self.figures:
+            if isinstance(f, str):
+                module, _, name = f.partition(":")
+                f = getattr(importlib.import_module(module), name)
+            out.append(f)
+        return out
+
+
+def register_study(study: Study, replace: bool = False) -> Study:
+    """Add ``study`` to :data:`STUDIES`; a second study of the same name is an error."""
+    if study.name in STUDIES and not replace and STUDIES[study.name] is not study:
+        raise ConfigError(f"a study named {study.name!r} is already registered")
+    STUDIES[study.name] = study
+    return study
+
+
+def get_study(name: str) -> Study:
+    """The study ``name``, importing its module from :data:`STUDY_MODULES` if needed."""
+    if name not in STUDIES and name in STUDY_MODULES:
+        importlib.import_module(STUDY_MODULES[name])
+    if name not in STUDIES:
+        raise ConfigError(f"unknown study {name!r}; available: {', '.join(list_studies())}")
+    return STUDIES[name]
+
+
+def list_studies() -> list[str]:
+    """Names of all studies (imports every module in :data:`STUDY_MODULES`)."""
+    for module in sorted(set(STUDY_MODULES.values())):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            continue  # an optional module whose dependencies are missing
+    return sorted(set(STUDIES) | set(STUDY_MODULES))
+
+
+# -- inverse kinematics studies (MISSION §5) ------------------------------------------------
+#: The paper's INN on the arm: 4 affine coupling blocks, latent dimension 2.
+KINEMATICS_BASE: dict[str, Any] = {
+    "problem": {"name": "kinematics", "num_simulations": 20000},
+    "model": {"kind": "inn", "arch": "coupling", "blocks": 4, "hidden": 128, "latent_dim": 2},
+    "training": {"steps": 3000, "max_seconds": 300, "batch_size": 256},
+    "evaluation": {
+        "num_observations": 20,
+        "num_samples": 1000,
+        "num_calibration": 0,
+        "plots": False,
+        "seed": 1234,
+    },
+}
+
+#: Shorter training and evaluation for ``--quick``.
+KINEMATICS_QUICK = {
+    "problem.num_simulations": 8000,
+    "training.steps": 600,
+    "training.max_seconds": 40,
+    "training.val_every": 200,
+    "evaluation.num_observations": 4,
+    "evaluation.num_samples": 500,
+}
+
+#: The target of the arm figures: the end effector at (1.5, 0) as in Ardizzone et al.
+DEMO_Y = ((1.5, 0.0),)
+
+#: A box prior of +-3 prior standard deviations for the uniform prior penalty.
+_BOX_LOW = [-0.75, -1.5, -1.5, -1.5]
+_BOX_HIGH = [0.75, 1.5, 1.5, 1.5]
+
+_R = "vinaflow.experiments.study_report"
+
+
+def _kin(objective: Mapping[str, Any], **sections: Any) -> dict[str, Any]:
+    base = copy.deepcopy(KINEMATICS_BASE)
+    base["objective"] = dict(objective)
+    for k, v in sections.items():
+        base[k] = {**base.get(k, {}), **v}
+    return base
+
+
+register_study(
+    Study(
+        name="prior-regularization",
+        description="NLL-trained INN with a prior penalty of weight lambda' in {0, 1, 100}, "
+        "Gaussian vs uniform (box) prior (paper Fig. 2).",
+        base=_kin({"name": "nll"}),
+        axes=[
+            Axis(
+                "prior",
+                [
+                    ("gaussian", {"objective.prior": "gaussian"}),
+                    (
+                        "uniform",
+                        {
+                            "objective.prior": "uniform",
+                            "objective.prior_low": _BOX_LOW,
+                            "objective.prior_high": _BOX_HIGH,
+                        },
+                    ),
+                ],
+            ),
+            Axis.of("objective.prior_weight", [0.0, 1.0, 100.0]),
+        ],
+        # lambda' = 0 is the same run for both priors.
+        exclude=lambda p: p["prior"] == "uniform" and float(p["objective.prior_weight"]) == 0,
+        quick={"overrides": KINEMATICS_QUICK, "seeds": "40..41"},
+        figures=[f"{_R}:figure_arm_posteriors"],
+        demo_observations=DEMO_Y,
+    )
+)
+
+DIVERGENCES = ("kl", "reverse-kl", "js", "pearson", "hellinger", "gan", "tv")
+
+register_study(
+    Study(
+        name="divergences",
+        description="Variational f-divergences x architecture (coupling, iResNet) x "
+        "direction (backward = posterior loss, forward = latent loss): training time "
+        "vs re-simulation error (paper Fig. 4).",
+        base=_kin(
+            {"name": "fdiv", "divergence": "kl", "direction": "backward"},
+            training={"steps": 1560},
+        ),
+        axes=[
+            Axis.of("objective.divergence", DIVERGENCES),
+            Axis.of("model.arch", ["coupling", "iresnet"]),
+            Axis.of("objective.direction", ["backward", "forward"]),
+        ],
+        quick={
+            # 24 runs: shorter still, to stay under 10 minutes on 2 cores.
+            "overrides": {
+                **KINEMATICS_QUICK,
+                "training.steps": 250,
+                "model.hidden": 64,
+                "evaluation.num_observations": 3,
+            },
+            "axes": {"objective.divergence": ["kl", "reverse-kl", "js"]},
+            "seeds": "40..41",
+        },
+        figures=[f"{_R}:figure_time_vs_resim"],
+    )
+)
+
+register_study(
+    Study(
+        name="latent-dim",
+        description="Latent dimension 2, 4, 5, 12, 18 for the variational forward KL vs the "
+        "Sinkhorn divergence (paper Fig. 5).",
+        base=_kin({"name": "fdiv", "divergence": "kl", "direction": "forward"}),
+        axes=[
+            Axis(
+                "objective",
+                [
+                    (
+                        "kl",
+                        {"objective": {"name": "fdiv", "divergence": "kl", "direction": "forward"}},
+                    ),
+                    (
+                        "sinkhorn",
+                        {"objective": {"name": "sinkhorn", "blur": 0.05, "direction": "forward"}},
+                    ),
+                ],
+            ),
+            Axis.of("model.latent_dim", [2, 4, 5, 12, 18]),
+        ],
+        quick={
+            "overrides": {**KINEMATICS_QUICK, "training.steps": 400},
+            "axes": {"model.latent_dim": ["2", "5", "12"]},
+            "seeds": "40..41",
+        },
+        figures=[f"{_R}:figure_latent_dim"],
+    )
+)
+
+register_study(
+    Study(
+        name="sinkhorn-blur",
+        description="Entropic regularisation (blur) of the Sinkhorn divergence: 0.01, 10, 50, 250.",
+        base=_kin({"name": "sinkhorn", "blur": 0.01, "direction": "backward"}),
+        axes=[Axis.of("objective.blur", [0.01, 10.0, 50.0, 250.0])],
+        quick={"overrides": {**KINEMATICS_QUICK, "training.steps": 400}, "seeds": "40..41"},
+        figures=[f"{_R}:figure_sinkhorn_blur"],
+        demo_observations=DEMO_Y,
+    )
+)

@@ -1,0 +1,359 @@
+"""Normalizing flows, generative objectives, targets and precision/recall (issue 5, Part A)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from vinaflow.errors import ConfigError, DataError
+from vinaflow.evaluation.precision_recall import precision_recall
+from vinaflow.experiments.generative import (
+    evaluate_flow,
+    fit_flow,
+    load_flow_config,
+    resolve_flow_config,
+    run_flow,
+)
+from vinaflow.models.flow import MonotoneElementwise, NormalizingFlow
+from vinaflow.objectives.generative import (
+    FlowFDivergence,
+    FlowPRDivergence,
+    build_flow_objective,
+    slog,
+)
+from vinaflow.problems.targets import Pareto, check_data, load_data, make_target
+
+
+# -- targets ---------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec, dim",
+    [
+        ({"name": "uniform"}, 1),
+        ({"name": "gaussian-mixture", "dim": 1}, 1),
+        ({"name": "gaussian-mixture"}, 2),
+        ({"name": "two-moons"}, 2),
+        ({"name": "rings"}, 2),
+        ({"name": "pareto", "alpha": 2.0}, 1),
+    ],
+)
+def test_targets_sample_shapes_and_reproducible(spec, dim):
+    t = make_target(spec)
+    a = t.sample(500, torch.Generator().manual_seed(3))
+    b = t.sample(500, torch.Generator().manual_seed(3))
+    assert a.shape == (500, dim) and torch.isfinite(a).all()
+    assert torch.equal(a, b)
+
+
+def test_pareto_tail_and_density():
+    t = Pareto(alpha=3.0)
+    x = t.sample(200_000, torch.Generator().manual_seed(0))
+    # log(X) ~ Exp(alpha): mean 1/alpha
+    assert abs(float(torch.log(x).mean()) - 1 / 3) < 0.01
+    g = torch.linspace(1.0, 200.0, 400_001)[:, None]
+    assert abs(float(torch.trapezoid(t.log_prob(g).exp(), g[:, 0])) - (1 - 200.0**-3)) < 1e-3
+
+
+def test_mixture_log_prob_normalised():
+    t = make_target({"name": "gaussian-mixture", "dim": 1, "radius": 2.0, "std": 0.5})
+    g = torch.linspace(-8, 8, 20001)[:, None]
+    assert abs(float(torch.trapezoid(t.log_prob(g).exp(), g[:, 0])) - 1.0) < 1e-4
+
+
+@pytest.mark.parametrize(
+    "spec, match",
+    [
+        ({"name": "pareto", "alpha": 0.0}, "alpha"),
+        ({"name": "pareto", "alpha": -1}, "alpha"),
+        ({"name": "uniform", "low": 1.0, "high": 0.0}, "low < target.high"),
+        ({"name": "rings", "noise": 0}, "noise"),
+        ({"name": "nope"}, "unknown target"),
+        ({"name": "two-moons", "bogus": 1}, "allowed parameters"),
+    ],
+)
+def test_target_bad_config(spec, match):
+    with pytest.raises(ConfigError, match=match):
+        make_target(spec)
+
+
+def test_data_validation(tmp_path):
+    good = np.random.default_rng(0).normal(size=(100, 2))
+    assert check_data(good).shape == (100, 2)
+    bad = good.copy()
+    bad[5, 1] = np.nan
+    with pytest.raises(DataError, match="NaN/inf"):
+        check_data(bad)
+    const = good.copy()
+    const[:, 1] = 3.0
+    with pytest.raises(DataError, match=r"zero-variance column\(s\) \[1\]"):
+        check_data(const)
+    np.savez(tmp_path / "d.npz", x=good)
+    assert load_data(tmp_path / "d.npz").shape == (100, 2)
+    np.savez(tmp_path / "two.npz", a=good, b=good)
+    with pytest.raises(DataError, match="target.key"):
+        load_data(tmp_path / "two.npz")
+    with pytest.raises(DataError, match="not found"):
+        load_data(tmp_path / "missing.npz")
+    t = make_target({"data": str(tmp_path / "d.npz")})
+    assert t.dim == 2 and t.finite_sample_size == 100
+
+
+# -- flow model --------------------------------------------------------------------------
+def test_monotone_block_inverse_logdet_and_implicit_gradient():
+    torch.manual_seed(0)
+    blk = MonotoneElementwise(2, units=6).double()
+    with torch.no_grad():
+        blk.raw_b.fill_(0.3)
+    z = torch.randn(50, 2, dtype=torch.float64) * 3
+    x, ld_rev = blk(z, rev=True)
+    z2, ld = blk(x)
+    assert torch.allclose(z, z2, atol=1e-9)
+    assert torch.allclose(ld, -ld_rev, atol=1e-9)
+    # log-det against autograd on one coordinate
+    zz = z[:3].clone().requires_grad_(True)
+    xx, ldd = blk(zz, rev=True)
+    jac = torch.autograd.grad(xx[:, 0].sum(), zz, retain_graph=True)[0][:, 0]
+    jac1 = torch.autograd.grad(xx[:, 1].sum(), zz)[0][:, 1]
+    assert torch.allclose(ldd, jac.log() + jac1.log(), atol=1e-9)
+    # implicit-function gradient of the bisection inverse matches finite differences
+    x = x.detach()
+    loss = blk(x)[0].sum()
+    loss.backward()
+    g = blk.d.grad[0, 2].item()
+    with torch.no_grad():
+        blk.d[0, 2] += 1e-6
+        lp = blk(x)[0].sum().item()
+        blk.d[0, 2] -= 2e-6
+        lm = blk(x)[0].sum().item()
+    assert abs(g - (lp - lm) / 2e-6) < 1e-5
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+@pytest.mark.parametrize("base", ["gaussian", "student-t", "uniform"])
+def test_flow_density_normalised_and_inverse(dim, base):
+    flow = NormalizingFlow(dim, blocks=2, hidden=8, base=base, base_offset=3.0, seed=1)
+    flow.fit_normalization(torch.randn(100, dim) * 2 + 1)
+    with torch.no_grad():
+        for p in flow.flow.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    x = flow.sample(200, torch.Generator().manual_seed(0))
+    assert x.shape == (200, dim) and torch.isfinite(flow.log_prob(x)).all()
+    if dim == 1:
+        lo, hi = (-60.0, 60.0) if base != "uniform" else (-30.0, 60.0)
+        g = torch.linspace(lo, hi, 40_001)[:, None]
+        mass = float(torch.trapezoid(flow.log_prob(g).exp(), g[:, 0]))
+        tol = {"student-t": 2e-2, "uniform": 1e-2}.get(base, 1e-3)  # t tails, box edges
+        assert abs(mass - 1.0) < tol
+
+
+def test_uniform_base_outside_support_is_minus_inf_not_error():
+    flow = NormalizingFlow(1, blocks=1, hidden=4, base="uniform", base_offset=20.0,
+                           normalization="none")  # fmt: skip
+    lp = flow.log_prob(torch.tensor([[0.5], [20.5]]))
+    assert lp[0] == -math.inf and torch.isfinite(lp[1])
+    assert flow.sample(100).min() > 19.9  # a fresh flow outputs (nearly) the displaced base
+
+
+def test_flow_config_errors():
+    with pytest.raises(ConfigError, match="normalization"):
+        NormalizingFlow(2, normalization="minmax")
+    with pytest.raises(ConfigError, match="base_df"):
+        NormalizingFlow(2, base="student-t", base_df=0)
+    with pytest.raises(ConfigError, match="base_width"):
+        NormalizingFlow(2, base="uniform", base_width=-1)
+
+
+def test_robust_normalization_for_heavy_tails():
+    x = Pareto(alpha=1.0).sample(5000, torch.Generator().manual_seed(0))
+    flow = NormalizingFlow(1, blocks=1, hidden=4, normalization="robust")
+    flow.fit_normalization(x)
+    assert abs(float(flow.x_norm.mean) - 2.0) < 0.1  # median of Pareto(1) is 2
+    assert float(flow.x_norm.std) < 5.0  # the sample std would be in the hundreds
+
+
+# -- objectives --------------------------------------------------------------------------
+def test_objective_builder_and_bad_lambda():
+    assert isinstance(build_flow_objective({"name": "fdiv", "divergence": "js"}, 2), FlowFDivergence)
+    with pytest.raises(ConfigError, match="lam"):
+        build_flow_objective({"name": "pr", "lam": 0}, 2)
+    with pytest.raises(ConfigError, match="lam"):
+        build_flow_objective({"name": "pr", "lam": -2.0}, 2)
+    with pytest.raises(ConfigError, match="does not take"):
+        build_flow_objective({"name": "sinkhorn", "divergence": "kl"}, 2)
+    with pytest.raises(ConfigError, match="auxiliary"):
+        build_flow_objective({"name": "pr", "lam": 1.0, "auxiliary": "tv"}, 2)
+    with pytest.raises(ConfigError, match="critic_transform"):
+        build_flow_objective({"name": "fdiv", "critic_transform": "log"}, 2)
+    x = torch.tensor([-5.0, 0.0, 3.0])
+    assert torch.allclose(slog(x), torch.tensor([-math.log(6), 0.0, math.log(4)]))
+
+
+def test_pr_generator_gradient_is_exact_for_known_ratio():
+    """With the exact log-ratio as critic, the PR loss gradient equals the exact dD/dtheta.
+
+    P = N(0, 1), Q_theta = N(mu, 1): D_lam(P||Q) = int max(lam p, q) - max(lam, 1), whose
+    derivative in mu is computed by quadrature.
+    """
+    lam, mu0 = 2.0, 0.7
+    flow = NormalizingFlow(1, blocks=1, hidden=1, normalization="none").double()
+    blk = flow.flow[0]
+    with torch.no_grad():
+        blk.raw_b.fill_(-60.0)  # tanh part off: x = z + shift
+        blk.shift.fill_(mu0)
+    obj = FlowPRDivergence(1, lam=lam, max_log_ratio=50.0).double()
+
+    class ExactCritic(torch.nn.Module):
+        def log_ratio(self, x):
+            mu = blk.shift.detach()
+            return (-0.5 * x**2 + 0.5 * (x - mu) ** 2)[:, 0]
+
+    obj.critic = ExactCritic()
+    torch.manual_seed(0)
+    loss, _ = obj.generator_loss(flow, torch.zeros(400_000, 1, dtype=torch.float64), None)
+    loss.backward()
+    grad = blk.shift.grad.item()
+
+    def d(mu):
+        g = torch.linspace(-12, 12, 200_001, dtype=torch.float64)
+        p = torch.exp(-0.5 * g**2) / math.sqrt(2 * math.pi)
+        q = torch.exp(-0.5 * (g - mu) ** 2) / math.sqrt(2 * math.pi)
+        return float(torch.trapezoid(torch.maximum(lam * p, q), g)) - max(lam, 1)
+
+    exact = (d(mu0 + 1e-4) - d(mu0 - 1e-4)) / 2e-4
+    assert abs(loss.item() - d(mu0)) < 0.01
+    assert abs(grad - exact) < 0.03 * abs(exact) + 0.005
+
+
+@pytest.mark.parametrize(
+    "objective",
+    [
+        {"name": "nll"},
+        {"name": "fdiv", "divergence": "kl", "critic_hidden": 16},
+        {"name": "sinkhorn", "blur": 0.1, "scaling": 0.5},
+        {"name": "mmd"},
+        {"name": "pr", "lam": 1.0, "critic_hidden": 16},
+    ],
+)
+def test_every_objective_trains_a_2d_flow(objective):
+    t = make_target({"name": "gaussian-mixture", "dim": 2, "modes": 4, "radius": 1.5, "std": 0.3})
+    x = t.sample(2000, torch.Generator().manual_seed(0))
+    xt = t.sample(1000, torch.Generator().manual_seed(1))
+    fresh = NormalizingFlow(2, blocks=3, hidden=32, seed=0)
+    fresh.fit_normalization(x)
+    w1_before = evaluate_flow(fresh, xt, {"certificate": False, "num_samples": 1000})["w1"]
+    model, res = fit_flow(
+        x,
+        {"blocks": 3, "hidden": 32},
+        objective,
+        {"steps": 150, "lr": 3e-3, "progress": False, "batch_size": 256, "val_every": 1000},
+    )
+    assert res.steps == 150 and all(np.isfinite(v).all() for v in res.history.values())
+    w1_after = evaluate_flow(model, xt, {"certificate": False, "num_samples": 1000})["w1"]
+    if objective["name"] in ("fdiv", "pr"):
+        # 150 adversarial steps are too few to improve on a fresh flow reliably; check
+        # that training is stable (the fit itself is covered by the studies)
+        assert w1_after < 2 * w1_before
+    else:
+        assert w1_after < w1_before
+
+
+@pytest.mark.slow
+def test_sinkhorn_fits_displaced_uniform_base_and_kl_does_not():
+    """Support mismatch in miniature: base U(25, 26), target U(0, 1)."""
+    t = make_target({"name": "uniform"})
+    x = t.sample(2000, torch.Generator().manual_seed(0))
+    xt = t.sample(2000, torch.Generator().manual_seed(1))
+    model_cfg = {"blocks": 2, "hidden": 8, "base": "uniform", "base_offset": 25.0,
+                 "normalization": "none"}  # fmt: skip
+    tcfg = {"steps": 600, "lr": 0.05, "critic_lr": 0.005, "progress": False, "val_every": 1000}
+    w1 = {}
+    for name, obj in (
+        ("sinkhorn", {"name": "sinkhorn", "blur": 0.05, "scaling": 0.5}),
+        ("kl", {"name": "fdiv", "divergence": "kl", "critic_hidden": 16}),
+    ):
+        model, _ = fit_flow(x, model_cfg, obj, tcfg)
+        w1[name] = evaluate_flow(model, xt, {"certificate": False, "num_samples": 2000})["w1"]
+    assert w1["sinkhorn"] < 0.1 and w1["kl"] > 3 * w1["sinkhorn"]
+
+
+# -- precision / recall ------------------------------------------------------------------
+def test_precision_recall_detects_mode_dropping_and_spread():
+    rng = np.random.default_rng(0)
+    data = np.concatenate([rng.normal(-3, 0.3, (1000, 2)), rng.normal(3, 0.3, (1000, 2))])
+    same = np.concatenate([rng.normal(-3, 0.3, (1000, 2)), rng.normal(3, 0.3, (1000, 2))])
+    dropped = rng.normal(3, 0.3, (2000, 2))
+    spread = rng.normal(0, 3.0, (2000, 2))
+    s = precision_recall(data, same)
+    assert s["precision"] > 0.9 and s["recall"] > 0.9
+    d = precision_recall(data, dropped)
+    assert d["precision"] > 0.9 and d["recall"] < 0.6
+    w = precision_recall(data, spread)
+    assert w["precision"] < 0.3
+    with pytest.raises(DataError):
+        precision_recall(data, dropped[:, :1])
+
+
+# -- pipeline ----------------------------------------------------------------------------
+def test_flow_config_validation(tmp_path):
+    cfg = resolve_flow_config({"target": {"name": "two-moons"}})
+    assert cfg["objective"]["name"] == "nll"
+    with pytest.raises(ConfigError, match="unknown flow config section"):
+        resolve_flow_config({"problem": {}})
+    with pytest.raises(ConfigError, match="model: unknown key"):
+        resolve_flow_config({"model": {"latent_dim": 3}})
+    with pytest.raises(ConfigError, match="alpha"):
+        resolve_flow_config({"target": {"name": "pareto", "alpha": -1}})
+    p = tmp_path / "c.yaml"
+    p.write_text("target: {name: rings}\n")
+    assert load_flow_config(p, ["training.steps=5"])["training"]["steps"] == 5
+
+
+def test_run_flow_writes_outputs_and_certify(tmp_path):
+    from vinaflow.evaluation.certificate import certify_run_dir
+
+    cfg = {
+        "target": {"name": "gaussian-mixture", "dim": 1},
+        "data": {"num_train": 1000, "num_validation": 200, "num_test": 600},
+        "model": {"blocks": 2, "hidden": 8},
+        "training": {"steps": 40, "progress": False},
+        "evaluation": {"num_samples": 600, "plots": True, "certificate": True},
+    }
+    out = tmp_path / "run"
+    res = run_flow(cfg, out, progress=False)
+    for f in ("config.yaml", "model.safetensors", "model.json", "metrics.json", "history.json",
+              "report.md", "heldout.npz", "plots/samples.png"):  # fmt: skip
+        assert (out / f).exists(), f
+    m = json.loads((out / "metrics.json").read_text())
+    for k in ("w1", "w1_slog", "mmd", "precision", "recall", "test_nll", "certificate"):
+        assert k in m
+    assert "Certificate" in (out / "report.md").read_text()
+    assert res.metrics["certificate"]["tv_bound"] is not None
+    cert = certify_run_dir(out, config={"steps": 200, "bootstrap": 100})
+    assert (out / "certificate.json").exists() and "estimate" in cert
+    (out / "heldout.npz").unlink()
+    with pytest.raises(DataError, match="no held-out data"):
+        certify_run_dir(out)
+
+
+def test_cli_flow_command(tmp_path):
+    import argparse
+
+    from vinaflow.experiments.generative import register
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    register(sub)
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(
+        "target: {name: uniform}\ndata: {num_train: 500, num_test: 300}\n"
+        "model: {blocks: 1, hidden: 4}\ntraining: {steps: 20}\n"
+        "evaluation: {num_samples: 300, certificate: false, plots: false}\n"
+    )
+    args = parser.parse_args(["flow", str(cfg), "--out", str(tmp_path / "o"), "--no-progress"])
+    assert args.func(args) == 0
+    assert (tmp_path / "o" / "metrics.json").exists()
+    with pytest.raises(ConfigError, match="already holds"):
+        args.func(args)
