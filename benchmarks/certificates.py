@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -47,7 +46,9 @@ class GaussianModelPosterior:
     def sample(self, y: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
         y = torch.as_tensor(y, dtype=torch.float32)
         mu = self.problem.posterior_mean(y) + self.delta
-        eps = torch.randn(y.shape[0], n, self.problem.dim_x, generator=generator, dtype=torch.float64)
+        eps = torch.randn(
+            y.shape[0], n, self.problem.dim_x, generator=generator, dtype=torch.float64
+        )
         x = mu[:, None, :] + math.sqrt(self.c) * eps @ self.problem._post_cov_chol.T
         return x.float()
 
@@ -99,7 +100,9 @@ def cinn_exact_kl(problem: GaussianLinear, posterior, n: int = 200_000, seed: in
     logdet = torch.logdet(problem.post_cov)
     d = problem.dim_x
     log_p = -0.5 * ((diff @ sinv) * diff).sum(1) - 0.5 * logdet - 0.5 * d * math.log(2 * math.pi)
-    log_q = torch.cat([posterior.log_prob(x[i : i + 50000], y[i : i + 50000]) for i in range(0, n, 50000)])
+    log_q = torch.cat(
+        [posterior.log_prob(x[i : i + 50000], y[i : i + 50000]) for i in range(0, n, 50000)]
+    )
     return float((log_p - log_q.double()).mean())
 
 
@@ -111,15 +114,17 @@ def joint_c2st(problem, posterior, n: int = 4000, seed: int = 5) -> float:
     return c2st(torch.cat([x, y], 1).numpy(), torch.cat([xh, y], 1).numpy(), seed=seed)
 
 
-def discordant_pairs(score: list[float], truth: list[float], tol: float = 0.0) -> int:
-    """Pairs ordered strictly by ``truth`` but strictly the other way by ``score``.
+#: Pairs whose exact KLs differ by less than this are treated as ties (below the
+#: certificate's resolution at these sample sizes, ~0.005 nats).
+KL_RESOLUTION = 0.01
 
-    Ties in ``score`` (e.g. two near-perfect models both certified at ~0) are not
-    counted as disagreements."""
+
+def discordant_pairs(score: list[float], truth: list[float], resolution: float = 0.0) -> int:
+    """Pairs with ``truth[i] + resolution < truth[j]`` but ``score[i] > score[j]``."""
     bad = 0
     for i in range(len(truth)):
         for j in range(len(truth)):
-            if truth[i] < truth[j] and score[i] > score[j] + tol:
+            if truth[i] + resolution < truth[j] and score[i] > score[j]:
                 bad += 1
     return bad
 
@@ -170,13 +175,16 @@ def main(argv: list[str] | None = None) -> int:
         r = rows[-1]
         print(
             f"{name:<26} exact {exact:7.4f}  est {r['estimate']:7.4f} "
-            f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]  rel {'' if rel is None else f'{rel:+.1%}':>7} "
+            f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}]  "
+            f"rel {'' if rel is None else f'{rel:+.1%}':>7} "
             f"TV<= {r['tv_bound']:.3f}  C2ST {acc:.3f}  ({r['seconds']:.0f}s)",
             flush=True,
         )
     exact = [r["exact_kl"] for r in rows]
-    order_bound = discordant_pairs([r["tv_bound"] for r in rows], exact) == 0
-    order_c2st = discordant_pairs([r["c2st_joint"] for r in rows], exact) == 0
+    bound, acc = [r["tv_bound"] for r in rows], [r["c2st_joint"] for r in rows]
+    order_bound = discordant_pairs(bound, exact, KL_RESOLUTION) == 0
+    order_c2st = discordant_pairs(acc, exact, KL_RESOLUTION) == 0
+    strict = {"bound": discordant_pairs(bound, exact), "c2st": discordant_pairs(acc, exact)}
     within = {r["model"]: (r["rel_error"] is not None and abs(r["rel_error"]) <= 0.2) for r in rows}
     summary = {
         "problem": problem.describe() | {"matrix": problem.A.tolist()},
@@ -185,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "ordering_bound_matches_exact_kl": order_bound,
         "ordering_c2st_matches_exact_kl": order_c2st,
+        "kl_resolution": KL_RESOLUTION,
+        "discordant_pairs_without_resolution": strict,
         "within_20_percent": within,
     }
     print()
@@ -197,8 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             f"[{r['ci_low']:.4f}, {r['ci_high']:.4f}] | {rel} | {r['tv_bound']:.3f} "
             f"| {r['c2st_joint']:.3f} |"
         )
-    print(f"\nordering by TV bound agrees with exact KL (no discordant pair): {order_bound}")
-    print(f"ordering by C2ST agrees with exact KL (no discordant pair):     {order_c2st}")
+    print(f"\nordering by TV bound agrees with exact KL (pairs > {KL_RESOLUTION}): {order_bound}")
+    print(f"ordering by C2ST agrees with exact KL (pairs > {KL_RESOLUTION}):     {order_c2st}")
+    print(f"discordant pairs counting near-ties too: {strict}")
     print(f"within 20% of exact KL: {within}")
     name = "certificates_quick.json" if args.quick else "certificates.json"
     atomic_write_json(RESULTS / name, summary)

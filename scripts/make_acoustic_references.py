@@ -14,7 +14,7 @@ pykrak needs ``numpy < 2.4``, so this runs in its own environment, not the proje
 
     python -m venv /tmp/refvenv
     /tmp/refvenv/bin/pip install "numpy<2.4" pykrak==3.0.1 easypyram==2.1.1
-    /tmp/refvenv/bin/python scripts/make_acoustic_references.py
+    /tmp/refvenv/bin/python scripts/make_acoustic_references.py [all|pykrak|ram]
 
 It writes ``tests/data/pekeris_pykrak.json`` and ``tests/data/pekeris_ram.json``. It does
 not import vinaflow. Conventions: pykrak uses ``exp(+i omega t)``, so its pressure is
@@ -25,7 +25,6 @@ reports transmission loss in dB re 1 m.
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import time
 from importlib.metadata import version
@@ -120,7 +119,8 @@ def ram_case(depth: float, c_b: float, freq: float, attenuation: float) -> dict:
         np.array([[RHO_B], [RHO_B]]),
         np.array([[attenuation], [attenuation]]),
         np.array([[0.0, depth]]),
-        rmax=RANGE,
+        # a hair beyond RANGE so that floor(rmax / (dr ndr)) keeps the last output
+        rmax=RANGE + 0.1 * dr,
         dr=dr,
         dz=dz,
         ndr=n_steps // 6,
@@ -132,10 +132,13 @@ def ram_case(depth: float, c_b: float, freq: float, attenuation: float) -> dict:
     )
     res = ram.run()
     i = int(np.argmin(np.abs(res.ranges - RANGE)))
-    assert abs(res.ranges[i] - RANGE) < 1e-6 * RANGE
+    if abs(res.ranges[i] - RANGE) > 1e-6 * RANGE:
+        raise RuntimeError(f"RAM output ranges {res.ranges} miss {RANGE} m")
     rows = [int(round(z / dz)) - 1 for z in RECEIVERS]  # depths vz = (1..nvz) dz
-    assert np.allclose(res.depths[rows], RECEIVERS)
+    if not np.allclose(res.depths[rows], RECEIVERS):
+        raise RuntimeError(f"RAM depth grid {res.depths[rows]} misses {RECEIVERS}")
     tl = res.loss_grid[rows, i]
+    print(f"  RAM D={depth} c_b={c_b} f={freq}: TL {np.round(tl, 2).tolist()}", flush=True)
     return {
         "depth": depth,
         "c_b": c_b,
@@ -147,11 +150,10 @@ def ram_case(depth: float, c_b: float, freq: float, attenuation: float) -> dict:
     }
 
 
-def main() -> None:
+def main(which: str = "all") -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     meta = {
         "python": sys.version.split()[0],
-        "platform": platform.platform(),
         "numpy": np.__version__,
         "geometry": {
             "c_w": C_W,
@@ -162,11 +164,15 @@ def main() -> None:
             "receiver_depths": RECEIVERS,
         },
     }
-    t = time.time()
-    meta_k = dict(meta, code=f"pykrak {version('pykrak')}", attenuation=0.0)
-    krak = [pykrak_case(d, c, f) for d, c in CASES for f in FREQS]
-    (OUT / "pekeris_pykrak.json").write_text(json.dumps({"meta": meta_k, "cases": krak}, indent=1))
-    print(f"pykrak: {len(krak)} cases in {time.time() - t:.1f} s")
+    if which in ("all", "pykrak"):
+        t = time.time()
+        meta_k = dict(meta, code=f"pykrak {version('pykrak')}", attenuation=0.0)
+        krak = [pykrak_case(d, c, f) for d, c in CASES for f in FREQS]
+        text = json.dumps({"meta": meta_k, "cases": krak}, indent=1)
+        (OUT / "pekeris_pykrak.json").write_text(text)
+        print(f"pykrak: {len(krak)} cases in {time.time() - t:.1f} s")
+    if which not in ("all", "ram"):
+        return
     t = time.time()
     meta_r = dict(
         meta,
@@ -181,4 +187,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else "all")

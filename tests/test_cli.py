@@ -98,6 +98,13 @@ def test_sample_and_evaluate(run_dir: Path, tmp_path: Path) -> None:
     assert {"c2st", "w1", "coverage"} <= set(json.loads(res.stdout))
 
 
+def test_certify_command(run_dir: Path) -> None:
+    res = vinaflow("certify", str(run_dir), "--steps", "200", "-n", "2000", "--json")
+    assert res.returncode == 0, res.stderr
+    cert = json.loads(res.stdout)
+    assert cert["divergence"] == "kl" and 0.0 <= cert["tv_bound"] <= 1.0
+
+
 def test_problems_lists_builtins() -> None:
     res = vinaflow("problems")
     assert res.returncode == 0 and "gaussian-linear" in res.stdout and "noise" in res.stdout

@@ -176,7 +176,9 @@ def test_robust_normalization_for_heavy_tails():
 
 # -- objectives --------------------------------------------------------------------------
 def test_objective_builder_and_bad_lambda():
-    assert isinstance(build_flow_objective({"name": "fdiv", "divergence": "js"}, 2), FlowFDivergence)
+    assert isinstance(
+        build_flow_objective({"name": "fdiv", "divergence": "js"}, 2), FlowFDivergence
+    )
     with pytest.raises(ConfigError, match="lam"):
         build_flow_objective({"name": "pr", "lam": 0}, 2)
     with pytest.raises(ConfigError, match="lam"):

@@ -168,8 +168,9 @@ def test_wavenumber_integral_is_reciprocal_and_converged():
     g2 = green_function(k, np.array([60.0]), 140.0, 218.5, kw, kb, 1.0, 1.76)
     np.testing.assert_allclose(g1, g2, rtol=1e-12)
     a = wavenumber_integral(218.5, 1562.0, 112.0, ZS, RANGE, ZR)
-    b = wavenumber_integral(218.5, 1562.0, 112.0, ZS, RANGE, ZR, offset=1 / RANGE,
-                            nodes_per_offset=3)
+    b = wavenumber_integral(
+        218.5, 1562.0, 112.0, ZS, RANGE, ZR, offset=1 / RANGE, nodes_per_offset=3
+    )
     np.testing.assert_allclose(a, b, rtol=1e-9)
 
 
@@ -283,8 +284,9 @@ def test_transmission_loss_matches_ram_parabolic_equation(wg):
     ],
 )
 def test_bad_physical_inputs_raise_clear_errors(wg, kwargs, match):
-    args = dict(depth=218.5, c_b=1562.0, freqs=[112.0], source_depth=ZS, ranges=RANGE,
-                receiver_depths=ZR)
+    args = dict(
+        depth=218.5, c_b=1562.0, freqs=[112.0], source_depth=ZS, ranges=RANGE, receiver_depths=ZR
+    )
     args.update(kwargs)
     with pytest.raises(ConfigError, match=match):
         wg.pressure(**args)

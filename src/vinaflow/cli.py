@@ -154,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
     from vinaflow.experiments import commands
 
     commands.register(sub)
+    from vinaflow.evaluation.certificate import register_certify
+    from vinaflow.experiments import generative
+
+    generative.register(sub)
+    register_certify(sub)
     return parser
 
 

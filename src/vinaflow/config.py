@@ -111,6 +111,9 @@ EVALUATION_KEYS = {
     "c2st": bool,
     "plots": bool,
     "w1_samples": int,
+    "certificate": bool,
+    "certificate_divergence": DIVERGENCE_NAMES,
+    "certificate_samples": int,
 }
 
 

@@ -118,7 +118,9 @@ class CertificateConfig:
                 raise ConfigError(f"certificate.{name} is out of range: {getattr(self, name)!r}")
 
 
-def _config(config: CertificateConfig | Mapping[str, Any] | None, **overrides: Any) -> CertificateConfig:
+def _config(
+    config: CertificateConfig | Mapping[str, Any] | None, **overrides: Any
+) -> CertificateConfig:
     if config is None:
         config = {}
     if isinstance(config, CertificateConfig):
@@ -189,7 +191,11 @@ def fit_critic(
     bs = min(config.batch_size, p_tr.shape[0], q_tr.shape[0])
     a, b = _terms(critic, divergence, p_val, q_val)
     best, best_state, best_step, stale, step = (
-        float(a.mean() - b.mean()), copy.deepcopy(critic.state_dict()), 0, 0, 0
+        float(a.mean() - b.mean()),
+        copy.deepcopy(critic.state_dict()),
+        0,
+        0,
+        0,
     )
     t0 = time.perf_counter()
     for step in range(1, config.steps + 1):
@@ -205,7 +211,12 @@ def fit_critic(
             a, b = _terms(critic, divergence, p_val, q_val)
             val = float(a.mean() - b.mean())
             if val > best:
-                best, best_state, best_step, stale = val, copy.deepcopy(critic.state_dict()), step, 0
+                best, best_state, best_step, stale = (
+                    val,
+                    copy.deepcopy(critic.state_dict()),
+                    step,
+                    0,
+                )
             else:
                 stale += 1
                 if stale >= config.patience:

@@ -475,7 +475,9 @@ def run_flow(
             from vinaflow.evaluation.plots import plot_loss_curves
 
             curves = {
-                k: v for k, v in result.history.items() if k not in ("step", "val_step") and len(v) > 1
+                k: v
+                for k, v in result.history.items()
+                if k not in ("step", "val_step") and len(v) > 1
             }
             steps = {
                 k: result.history["val_step"] if k == "val_loss" else result.history["step"]

@@ -4,7 +4,8 @@
   d in {0, 3, 5, 10, 15, 20, 25} data units (the flow works in data units:
   ``normalization: none``); Sinkhorn vs variational KL; W1 to held-out target samples.
 * ``heavy-tails``: Pareto targets with tail index alpha in 1..10; a flow trained on
-  KL(data || model) by maximum likelihood, Gaussian base vs Student-t base (``df`` = 2); W1 on the **signed-log scale**
+  KL(data || model) by maximum likelihood, Gaussian base vs Student-t base (``df`` = 2);
+  W1 on the **signed-log scale**
   ``sign(x) log(1 + |x|)`` (for alpha <= 1 the raw W1 is infinite, and for small alpha
   it is dominated by a handful of extreme samples; on the log scale Pareto(alpha) is
   Exp(alpha)-like, so the metric is finite and stable for every alpha).
@@ -134,7 +135,9 @@ def _pr_grid(quick: bool) -> list[dict[str, Any]]:
 
 
 def _pr_run(p: Mapping[str, Any], seed: int, quick: bool) -> tuple[dict[str, Any], Any]:
-    target = make_target({"name": "gaussian-mixture", "dim": 2, "modes": 8, "radius": 2.0, "std": 0.15})
+    target = make_target(
+        {"name": "gaussian-mixture", "dim": 2, "modes": 8, "radius": 2.0, "std": 0.15}
+    )
     x = target.sample(8000, torch.Generator().manual_seed(seed))
     x_test = target.sample(4000, torch.Generator().manual_seed(seed + 10_000))
     model_cfg = {"blocks": 6, "hidden": 64, "layers": 2}
@@ -171,7 +174,7 @@ GENERATIVE_STUDIES: dict[str, dict[str, Any]] = {
         "metrics": ("w1", "train_seconds"),
     },
     "heavy-tails": {
-        "description": "Pareto(alpha) targets: KL (max. likelihood) flow, Gaussian vs Student-t(2) base",
+        "description": "Pareto(alpha) targets: max-likelihood (KL) flow, Gaussian vs t(2) base",
         "grid": _heavy_grid,
         "run": _heavy_run,
         "seeds": [0, 1, 2],
@@ -254,7 +257,9 @@ def run_study(
 def _summary(records: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for r in records:
-        row = rows.setdefault(r["label"], {"params": r["params"], "n": 0, "failed": 0, "values": {}})
+        row = rows.setdefault(
+            r["label"], {"params": r["params"], "n": 0, "failed": 0, "values": {}}
+        )
         if r["status"] != "ok":
             row["failed"] += 1
             continue
@@ -289,7 +294,7 @@ def _line_plot(rows, x_key, group_key, metric, path, xlabel, ylabel, logy=False)
             )
     for g, pts in groups.items():
         pts.sort()
-        xs, ms, ss = (np.array(v) for v in zip(*pts))
+        xs, ms, ss = (np.array(v) for v in zip(*pts, strict=True))
         ax.errorbar(xs, ms, yerr=ss, marker="o", capsize=3, label=str(g))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)

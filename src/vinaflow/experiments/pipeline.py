@@ -376,6 +376,10 @@ def run(
         plots = out_dir / "plots"
         plots.mkdir(exist_ok=True)
     metrics = evaluate_posterior(posterior, problem, cfg["evaluation"], data, plots)
+    if cfg["evaluation"].get("certificate", True):
+        from vinaflow.evaluation.certificate import certificate_for_run
+
+        metrics["certificate"] = certificate_for_run(posterior, problem, data, cfg["evaluation"])
     metrics.update(
         train_seconds=result.train_seconds,
         train_steps=result.steps,

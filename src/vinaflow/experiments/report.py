@@ -74,6 +74,10 @@ def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str
         lines += ["## Plots", ""]
         lines += [f"![{q.stem}](plots/{q.name})" for q in plots]
         lines.append("")
+    if metrics.get("certificate"):
+        from vinaflow.evaluation.certificate import format_certificate
+
+        lines += [format_certificate(metrics["certificate"]), ""]
     env = metrics.get("environment", {})
     lines += [
         "## Environment",

@@ -187,7 +187,12 @@ class FlowFDivergence(_CriticMixin):
         div = get_divergence(divergence)
         self.divergence = div
         self._setup_critic(
-            dim, div, critic_hidden, critic_layers, gradient_penalty, spectral_norm,
+            dim,
+            div,
+            critic_hidden,
+            critic_layers,
+            gradient_penalty,
+            spectral_norm,
             critic_transform,
         )
 
@@ -225,7 +230,9 @@ class FlowPRDivergence(_CriticMixin):
         try:
             lam_f = float(lam)
         except (TypeError, ValueError):
-            raise ConfigError(f"objective.lam (PR lambda) must be a number > 0, got {lam!r}") from None
+            raise ConfigError(
+                f"objective.lam (PR lambda) must be a number > 0, got {lam!r}"
+            ) from None
         if not lam_f > 0:
             raise ConfigError(f"objective.lam (PR lambda) must be > 0, got {lam!r}")
         self.pr = pr_divergence(lam_f)
@@ -240,7 +247,12 @@ class FlowPRDivergence(_CriticMixin):
             raise ConfigError(f"objective.max_log_ratio must be > 0, got {max_log_ratio}")
         self.max_log_ratio = float(max_log_ratio)
         self._setup_critic(
-            dim, aux, critic_hidden, critic_layers, gradient_penalty, spectral_norm,
+            dim,
+            aux,
+            critic_hidden,
+            critic_layers,
+            gradient_penalty,
+            spectral_norm,
             critic_transform,
         )
 
@@ -269,7 +281,9 @@ class FlowSinkhorn(Objective):
         self.blur, self.scaling = float(blur), float(scaling)
 
     def generator_loss(self, model: Any, x_s: Tensor, y_s: Tensor) -> tuple[Tensor, Logs]:
-        d = sinkhorn_divergence(x_s, _generate(model, x_s.shape[0]), self.blur, scaling=self.scaling)
+        d = sinkhorn_divergence(
+            x_s, _generate(model, x_s.shape[0]), self.blur, scaling=self.scaling
+        )
         return d, {"sinkhorn": float(d.detach())}
 
 

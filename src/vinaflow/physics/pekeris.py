@@ -9,9 +9,9 @@ wavenumbers :math:`k_r` are the complex roots of
    \qquad k_z = \sqrt{k_w^2 - k_r^2}, \quad \gamma = \sqrt{k_r^2 - k_b^2},
 
 (Jensen, Kuperman, Porter & Schmidt, *Computational Ocean Acoustics*, 2nd ed., 2011,
-henceforth JKPS, eq. 2.193 and §5.2.1.1), with the bottom wavenumber
+henceforth JKPS: ch. 2 and §5.2 on the Pekeris waveguide), with the bottom wavenumber
 :math:`k_b = (\omega / c_b)(1 + i \eta \alpha)`, :math:`\eta = 1 / (40 \pi \log_{10} e)`
-(JKPS eq. 1.46).
+(loss in dB per wavelength, JKPS ch. 1).
 
 Conventions: time dependence :math:`e^{-i \omega t}`, so outgoing waves go as
 :math:`e^{+i k_r r}` and physical roots have :math:`\operatorname{Im} k_r > 0`. The
@@ -33,19 +33,20 @@ root of the labelled phase equation
    - \arctan\!\Big(\frac{\cot\theta}{\rho_b / \rho_w}\Big) = 0,
 
 which is the transverse resonance condition :math:`-R_b e^{2 i k_z D} = 1` with the
-Rayleigh reflection coefficient :math:`R_b` of the bottom (JKPS §2.4.2 and §5.2.1). In the
+Rayleigh reflection coefficient :math:`R_b` of the bottom (JKPS ch. 2 and §5.2). In the
 lossless case :math:`\Psi_m` is increasing and concave on :math:`(0, \pi/2)` and changes sign
-there exactly for the :math:`M = \lfloor A / \pi + 1/2 \rfloor` trapped modes (JKPS eq. 5.23),
+there exactly for the :math:`M = \lfloor A / \pi + 1/2 \rfloor` trapped modes (JKPS §5.2),
 so Newton's method from the lower end of the bracket converges monotonically. These
 lossless roots, and an asymptotic guess :math:`x \approx (m - \frac12)\pi - i \operatorname{artanh}
 (1 / q)` for the leaky modes beyond, start complex Newton iterations on :math:`\Psi_m` with the
 lossy :math:`A`. Each iterate is kept on the physical sheet :math:`\operatorname{Re}\gamma >
 \operatorname{Im}\gamma` (outgoing or decaying into the bottom) by the reflection
 :math:`\theta \to \pi - \theta`, which flips the sign of :math:`\gamma` and keeps :math:`k_z`.
-Leaky modes (:math:`\operatorname{Re} k_r < \operatorname{Re} k_b`) are those whose field grows
-into the bottom; they are kept while their range decay :math:`e^{-\operatorname{Im} k_r r}` at
-the largest range exceeds ``amplitude_tol`` and faded out smoothly below it, so the field is a
-continuous function of the parameters.
+Leaky modes (:math:`\operatorname{Re} k_r < \operatorname{Re} k_b`) radiate into the bottom;
+each is kept while its range decay :math:`e^{-\operatorname{Im} k_r r}` exceeds
+``amplitude_tol`` and faded out smoothly below it, so the field is a continuous function of
+the parameters. The modal sum leaves out the branch-line integral, which is negligible at a
+few water depths of range (checked against wavenumber integration and RAM in the tests).
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ from vinaflow.errors import ConfigError, ConvergenceError, DataError
 
 __all__ = ["ETA", "Modes", "PekerisWaveguide", "transmission_loss"]
 
-#: dB/wavelength to the loss tangent: k = (omega / c) (1 + i ETA alpha) (JKPS eq. 1.46).
+#: dB/wavelength to the loss tangent: k = (omega / c) (1 + i ETA alpha) (JKPS ch. 1).
 ETA = 1.0 / (40.0 * math.pi * math.log10(math.e))
 
 _NEWTON_TOL = 1e-8  # |step| in theta; the error after it is ~1e-14
@@ -79,21 +80,24 @@ def transmission_loss(p: ArrayLike) -> NDArray[np.float64]:
 class Modes:
     """Modes of a batch of ``n`` waveguides at one frequency, padded to ``N`` columns.
 
-    Column ``j`` holds mode ``m = j + 1`` (``m - 1/2 < Re k_z D / pi < m``). ``weight`` is 1
-    for the modes that enter the modal sum, fades to 0 for leaky modes that decay below the
-    amplitude tolerance, and is 0 for unused columns. Mode shapes are
-    ``psi(z) = sin(kz z) / sqrt(norm)`` in the water and ``psi(D) exp(-gamma (z - D))`` below.
+    Column ``j`` holds mode ``m = j + 1`` (``m - 1/2 < Re k_z D / pi < m``). ``weight`` is the
+    smooth cut of :class:`PekerisWaveguide` at the range given to :meth:`~PekerisWaveguide.modes`:
+    1 for the modes that enter the modal sum (all but the fastest-decaying leaky ones), falling
+    to 0 for modes whose range decay is below the amplitude tolerance, and 0 for unused columns.
+    Mode shapes are ``psi(z) = sin(kz z) / sqrt(norm)`` in the water and
+    ``psi(D) exp(-gamma (z - D))`` below, normalised as ``int psi^2 / rho dz = 1`` (for leaky
+    modes, whose tail grows, by analytic continuation of the bottom integral).
     """
 
     depth: NDArray[np.float64]  # (n,)
     freq: float
     kr: NDArray[np.complex128]  # (n, N) horizontal wavenumbers
     kz: NDArray[np.complex128]  # (n, N) vertical wavenumber in the water
-    gamma: NDArray[np.complex128]  # (n, N) decay rate in the bottom (Re < 0 when leaky)
+    gamma: NDArray[np.complex128]  # (n, N) bottom decay rate; Re < 0 far beyond cut-off
     norm: NDArray[np.complex128]  # (n, N) int rho^-1 sin^2 dz (water + bottom)
     weight: NDArray[np.float64]  # (n, N) in [0, 1]
     leaky: NDArray[np.bool_]  # (n, N) Re kr < Re kb
-    n_trapped: NDArray[np.int64]  # (n,) lossless trapped-mode count (JKPS eq. 5.23)
+    n_trapped: NDArray[np.int64]  # (n,) lossless trapped-mode count (JKPS §5.2)
 
     @property
     def count(self) -> NDArray[np.int64]:
@@ -120,8 +124,9 @@ class PekerisWaveguide:
         rho_b: bottom density (g/cm^3).
         attenuation: bottom attenuation (dB per wavelength), ``>= 0``.
         leaky_modes: include the leaky modes beyond the trapped ones (needs attenuation > 0).
-        amplitude_tol: leaky modes whose range decay ``exp(-Im k_r r_max)`` falls below this
-            are left out (faded out smoothly between ``10 * tol`` and ``tol``).
+        amplitude_tol: modes whose range decay ``exp(-Im k_r r)`` falls below this are left
+            out, faded smoothly between ``10 * tol`` and ``tol`` so that the field stays a
+            continuous function of the parameters (1e-3: ~0.2% of the field at 3 km).
         workers: threads used by :meth:`pressure` on large batches (NumPy releases the GIL).
     """
 
@@ -143,7 +148,7 @@ class PekerisWaveguide:
             raise ConfigError(f"attenuation must be >= 0 dB/wavelength, got {attenuation!r}")
         if leaky_modes and attenuation == 0:
             # Without loss the roots beyond cut-off pass through real "virtual" modes on the
-            # improper sheet (JKPS §5.2.1.3) and the leaky family is not continuous.
+            # improper sheet (JKPS §5.2) and the leaky family is not continuous.
             raise ConfigError("leaky modes need attenuation > 0; pass leaky_modes=False")
         if not (0 < amplitude_tol < 1):
             raise ConfigError(f"amplitude_tol must lie in (0, 1), got {amplitude_tol!r}")
@@ -164,14 +169,14 @@ class PekerisWaveguide:
     # ------------------------------------------------------------------ helpers
 
     def wavenumbers(self, c_b: ArrayLike, freq: float) -> tuple[float, NDArray[np.complex128]]:
-        """Water wavenumber ``k_w`` and complex bottom wavenumber ``k_b`` (JKPS eq. 1.46)."""
+        """Water wavenumber ``k_w`` and complex bottom wavenumber ``k_b`` (JKPS ch. 1)."""
         omega = 2.0 * math.pi * float(freq)
         c_b = np.asarray(c_b, dtype=np.float64)
         return omega / self.c_w, (omega / c_b) * (1.0 + 1j * ETA * self.attenuation)
 
     def trapped_mode_count(self, depth: ArrayLike, c_b: ArrayLike, freq: float) -> NDArray:
         r"""Lossless trapped-mode count :math:`\lfloor k_w D \sqrt{1 - c_w^2/c_b^2} / \pi + 1/2
-        \rfloor` (JKPS eq. 5.23)."""
+        \rfloor` (JKPS §5.2)."""
         depth, c_b = self._check_params(depth, c_b)
         kw = 2.0 * math.pi * float(freq) / self.c_w
         a0 = kw * depth * np.sqrt(1.0 - (self.c_w / c_b) ** 2)
@@ -302,27 +307,34 @@ class PekerisWaveguide:
         ex = _expi(x)
         sx = (ex - 1.0 / ex) / 2j
         cx = (ex + 1.0 / ex) / 2.0
-        # int_0^D sin^2(kz z) dz / rho_w + sin^2(kz D) / (2 rho_b gamma)  (JKPS eq. 5.8)
+        # int_0^D sin^2(kz z) dz / rho_w + sin^2(kz D) / (2 rho_b gamma), JKPS §5.2
         norm = depth[:, None] * (
             (0.5 - sx * cx / (2.0 * x)) / self.rho_w + sx * sx / (2.0 * self.rho_b * gd)
         )
         m = np.arange(1, n_cols + 1)
         is_leaky = kr.real < kb0[:, None]
         if leaky:
-            log_decay = -kr.imag * (max_range / math.log(10.0))
-            # Smooth (C^1) fade between 10 tol and tol keeps the field continuous in (D, c_b).
-            t = np.clip(log_decay - math.log10(self.amplitude_tol), 0.0, 1.0)
-            weight = t * t * (3.0 - 2.0 * t)
+            weight = self._fade(kr, max_range)
             weight = np.where(m[None, :] <= m_cap[:, None], weight, 0.0)
         else:
             weight = np.where((m[None, :] <= n_trapped[:, None]) & ~is_leaky, 1.0, 0.0)
         if not np.isfinite(kr[converged]).all():
             raise ConvergenceError(f"non-finite horizontal wavenumber at {freq:g} Hz")
         # With very little loss a root near cut-off can sit across the branch cut (JKPS
-        # §5.2.1.3): Newton then cycles at the cut. Its share of the field belongs to the
+        # §5.2): Newton then cycles at the cut. Its share of the field belongs to the
         # branch-line integral, which the modal sum neglects, so it is left out.
         weight = np.where(converged, weight, 0.0)
         return kr, kz, gd / depth[:, None], norm, weight, is_leaky, n_trapped
+
+    def _fade(self, kr: NDArray, range_m: float | NDArray) -> NDArray[np.float64]:
+        """Smooth (C^1) weight from 1 at range decay ``10 tol`` to 0 at ``tol``.
+
+        It keeps the field a continuous function of the parameters when a leaky mode's
+        decay crosses the tolerance.
+        """
+        log_decay = -kr.imag * (np.asarray(range_m) / math.log(10.0))
+        t = np.clip(log_decay - math.log10(self.amplitude_tol), 0.0, 1.0)
+        return t * t * (3.0 - 2.0 * t)
 
     def _leaky_columns(
         self,
@@ -397,16 +409,18 @@ class PekerisWaveguide:
             raise ConfigError("leaky modes need attenuation > 0")
         n = depth.shape[0]
         out = np.empty((n, freqs.size, zr.size, rng.size), dtype=np.complex128)
-        r_max = float(rng.max())
+        # Columns are sized for the shortest range, where leaky modes matter most; each
+        # range then fades its own modes, so p(r) does not depend on the other ranges.
+        r_min = float(rng.min())
 
         def work(sl: slice) -> None:
             for b in _blocks(sl.stop - sl.start, _BLOCK):
                 bl = slice(sl.start + b.start, sl.start + b.stop)
                 for i, f in enumerate(freqs):
                     kr, kz, _, norm, weight, _, _ = self._mode_block(
-                        depth[bl], c_b[bl], float(f), r_max, leaky
+                        depth[bl], c_b[bl], float(f), r_min, leaky
                     )
-                    out[bl, i] = self._modal_sum(kr, kz, norm, weight, zs, rng, zr)
+                    out[bl, i] = self._modal_sum(kr, kz, norm, weight, zs, rng, zr, leaky)
 
         chunks = _chunks(n, self.workers)
         if len(chunks) == 1:
@@ -425,16 +439,25 @@ class PekerisWaveguide:
         zs: float,
         rng: NDArray,
         zr: NDArray,
+        leaky: bool,
     ) -> NDArray[np.complex128]:
-        """JKPS eq. 5.14 summed over modes: ``(n, R, Nr)``."""
+        """JKPS eq. 5.14 summed over modes: ``(n, R, Nr)``.
+
+        ``weight`` (from :meth:`_mode_block` at the shortest range) is 0 for the columns
+        that are never summed; with leaky modes each range applies its own fade.
+        """
         # psi(zs) psi(zr) / rho_w with psi = sin(kz z) / sqrt(norm): the root's sign cancels.
-        coef = weight * _sin_kz(kz, np.array([zs]))[..., 0] / (norm * np.sqrt(kr))
+        coef = _sin_kz(kz, np.array([zs]))[..., 0] / (norm * np.sqrt(kr))
+        coef = np.where(weight > 0, coef, 0.0)
         shape_r = _sin_kz(kz, zr)  # (n, N, R)
         if rng.size == 1:
-            coef = coef * _expi(kr * rng[0])
+            w = self._fade(kr, rng[0]) if leaky else weight
+            coef = coef * w * _expi(kr * rng[0])
             total = np.einsum("nm,nmr->nr", coef, shape_r)[..., None]
         else:
             phase = _expi(kr[:, :, None] * rng[None, None, :])
+            if leaky:
+                phase = phase * self._fade(kr[:, :, None], rng[None, None, :])
             total = np.einsum("nm,nmr,nmk->nrk", coef, shape_r, phase, optimize=True)
         pref = 1j * np.exp(-0.25j * math.pi) / (self.rho_w * np.sqrt(8.0 * math.pi * rng))
         return total * pref

@@ -1,7 +1,7 @@
 r"""Reference pressure of the Pekeris waveguide by direct wavenumber integration.
 
 Independent of the modal solver: no roots, no branch choices beyond the radiation
-condition. The field is the Hankel-transform (JKPS eqs. 2.40 and 4.53)
+condition. The field is the Hankel transform (JKPS ch. 2 and 4)
 
 .. math:: p(r, z) = \int_0^\infty G(z, z_s; k_r) J_0(k_r r) k_r \, dk_r, \qquad
    G = \frac{\phi_1(z_<) \phi_2(z_>)}{2 \pi F(k_r)},
@@ -12,7 +12,7 @@ surface (:math:`\phi_1 = \sin k_z z`), the bottom impedance condition
 (:math:`\phi_2 = \rho_b \cos k_z (D - z) + \rho_w \gamma \sin k_z (D - z) / k_z`) and the
 Wronskian :math:`-F`, :math:`F = \rho_b k_z \cos k_z D + \rho_w \gamma \sin k_z D`, with
 :math:`\operatorname{Re}\gamma > 0` (the proper sheet). The contour runs slightly below the
-real axis (JKPS §4.5.5, contour offset): with attenuation every pole and the branch point
+real axis (the contour offset of JKPS ch. 4): with attenuation every pole and the branch point
 lie above it, so the offset changes nothing but the conditioning. Gauss–Legendre panels
 narrower than the offset resolve the modal peaks. Slow (tens of thousands of Green's
 function evaluations per tone): for validation only.

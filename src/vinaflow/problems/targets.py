@@ -125,7 +125,9 @@ class UniformBox(Target):
     def log_prob(self, x: Tensor) -> Tensor:
         inside = ((x >= self.low) & (x <= self.high)).all(-1)
         val = -self.dim * math.log(self.high - self.low)
-        return torch.where(inside, torch.full_like(x[:, 0], val), torch.full_like(x[:, 0], -math.inf))
+        return torch.where(
+            inside, torch.full_like(x[:, 0], val), torch.full_like(x[:, 0], -math.inf)
+        )
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "low": self.low, "high": self.high}
@@ -207,8 +209,12 @@ class Rings(Target):
 
     def __init__(self, radii: Sequence[float] = (1.0, 2.0), noise: float = 0.08) -> None:
         if isinstance(radii, (int, float)) or len(radii) < 1:
-            raise ConfigError(f"target.radii must be a non-empty list of numbers > 0, got {radii!r}")
-        self.radii = torch.tensor([_positive("target.radii", r) for r in radii], dtype=torch.float64)
+            raise ConfigError(
+                f"target.radii must be a non-empty list of numbers > 0, got {radii!r}"
+            )
+        self.radii = torch.tensor(
+            [_positive("target.radii", r) for r in radii], dtype=torch.float64
+        )
         self.noise = _positive("target.noise", noise)
         self.dim = 2
 
@@ -235,9 +241,13 @@ class Pareto(Target):
         try:
             a = float(alpha)
         except (TypeError, ValueError):
-            raise ConfigError(f"target.alpha (Pareto tail index) must be > 0, got {alpha!r}") from None
+            raise ConfigError(
+                f"target.alpha (Pareto tail index) must be > 0, got {alpha!r}"
+            ) from None
         if not (math.isfinite(a) and a > 0):
-            raise ConfigError(f"target.alpha (Pareto tail index) must be finite and > 0, got {alpha!r}")
+            raise ConfigError(
+                f"target.alpha (Pareto tail index) must be finite and > 0, got {alpha!r}"
+            )
         self.alpha = a
         self.scale = _positive("target.scale", scale)
         self.dim = _dim("target.dim", dim)
@@ -249,8 +259,10 @@ class Pareto(Target):
 
     def log_prob(self, x: Tensor) -> Tensor:
         xd = x.double()
-        lp = math.log(self.alpha) + self.alpha * math.log(self.scale) - (self.alpha + 1) * torch.log(
-            xd.clamp_min(self.scale)
+        lp = (
+            math.log(self.alpha)
+            + self.alpha * math.log(self.scale)
+            - (self.alpha + 1) * torch.log(xd.clamp_min(self.scale))
         )
         lp = torch.where(xd >= self.scale, lp, torch.full_like(lp, -math.inf))
         return lp.sum(-1).to(x.dtype)
@@ -309,8 +321,7 @@ def load_data(path: str | Path, key: str | None = None) -> Tensor:
             key = "x" if "x" in names else (names[0] if len(names) == 1 else None)
         if key is None or key not in names:
             raise DataError(
-                f"target.data: {path} holds arrays {names}; name one with target.key "
-                "(default 'x')"
+                f"target.data: {path} holds arrays {names}; name one with target.key (default 'x')"
             )
         return check_data(data[key], name=f"{path}[{key}]")
 
@@ -366,7 +377,9 @@ def make_target(spec: str | Mapping[str, Any] | Target | Any) -> Target:
         key = params.pop("key", None)
         params.pop("name", None)
         if params:
-            raise ConfigError(f"target: with target.data only 'key' is allowed, got {sorted(params)}")
+            raise ConfigError(
+                f"target: with target.data only 'key' is allowed, got {sorted(params)}"
+            )
         if isinstance(data, (str, Path)):
             return ArrayTarget(load_data(data, key), source=str(data))
         return ArrayTarget(data)

@@ -111,16 +111,14 @@ class _Batches:
         return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
 
 
-def _lr_lambda(cfg: TrainingConfig):  # noqa: ANN202 - a closure for LambdaLR
-    def factor(step: int) -> float:
-        t = min(step / max(cfg.steps, 1), 1.0)
-        if cfg.lr_schedule == "cosine":
-            return cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * t))
-        if cfg.lr_schedule == "step":
-            return 0.1 ** int(t * 3 - 1e-9) if t > 0 else 1.0
-        return 1.0
-
-    return factor
+def _schedule_factor(cfg: TrainingConfig, progress: float) -> float:
+    """Learning-rate factor at ``progress`` in [0, 1] of the training budget."""
+    t = min(max(progress, 0.0), 1.0)
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr_min_factor + (1 - cfg.lr_min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+    if cfg.lr_schedule == "step":
+        return 0.1 ** min(int(t * 3), 2)
+    return 1.0
 
 
 def _finite_grads(params: list[nn.Parameter]) -> bool:
@@ -144,9 +142,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
             "opt": self.opt.state_dict(),
-            "sched": self.sched.state_dict(),
             "critic_opt": self.critic_opt.state_dict() if self.critic_opt else {},
-            "critic_sched": self.critic_sched.state_dict() if self.critic_sched else {},
             "step": self.step,
             "batch_position": self.batches.position,
             "history": copy.deepcopy(self.history),
@@ -162,10 +158,8 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.opt.load_state_dict(state["opt"])
-        self.sched.load_state_dict(state["sched"])
         if self.critic_opt and state["critic_opt"]:
             self.critic_opt.load_state_dict(state["critic_opt"])
-            self.critic_sched.load_state_dict(state["critic_sched"])
         self.step = int(state["step"])
         self.batches.position = int(state["batch_position"])
         self.history = copy.deepcopy(state["history"])
@@ -217,20 +211,12 @@ class Trainer:
         self.critic_lr = cfg.critic_lr or 1e-3
         self.critic_steps = cfg.critic_steps or (5 if adversarial else 1)
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=cfg.weight_decay)
-        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, _lr_lambda(cfg))
         critic_params = objective.critic_parameters()
         self.critic_opt = (
             torch.optim.Adam(critic_params, lr=self.critic_lr, betas=(0.5, 0.999))
             if critic_params
             else None
         )
-        self.critic_sched = (
-            torch.optim.lr_scheduler.LambdaLR(self.critic_opt, _lr_lambda(cfg))
-            if self.critic_opt
-            else None
-        )
-        self._base_lrs = list(self.sched.base_lrs)
-        self._critic_base_lrs = list(self.critic_sched.base_lrs) if self.critic_sched else []
         self.batches = _Batches(x.shape[0], cfg.batch_size, cfg.seed)
         self.step, self.elapsed, self.retries, self.lr_scale = 0, 0.0, 0, 1.0
         self.history: dict[str, list[float]] = {}
@@ -252,6 +238,7 @@ class Trainer:
                 if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
                     stopped = "max_seconds"
                     break
+                self._set_lr(time.perf_counter() - t0)
                 logs = self._update(x, y)
                 if logs is None:  # non-finite: roll back and retry with a smaller lr
                     self._recover(snapshot)
@@ -286,6 +273,18 @@ class Trainer:
             self.save_checkpoint(checkpoint)
         model.eval()
         return TrainResult(self.history, self.elapsed, self.step, stopped, self.retries)
+
+    def _set_lr(self, elapsed: float) -> None:
+        """Schedule on the fraction of the budget used: steps, or wall time when it binds."""
+        cfg = self.config
+        progress = self.step / cfg.steps
+        if cfg.max_seconds is not None:
+            progress = max(progress, elapsed / cfg.max_seconds)
+        factor = _schedule_factor(cfg, progress) * self.lr_scale
+        for opt, base in ((self.opt, self.lr), (self.critic_opt, self.critic_lr)):
+            if opt is not None:
+                for group in opt.param_groups:
+                    group["lr"] = base * factor
 
     def _progress(self, start: int):  # noqa: ANN202
         if not self.config.progress:
@@ -326,7 +325,6 @@ class Trainer:
                 ):
                     return None
                 logs.update(lg)
-            self.critic_sched.step()
         idx = self.batches.next()
         loss, lg = self.objective.generator_loss(self.model, x[idx], y[idx])
         if not torch.isfinite(loss):
@@ -334,7 +332,6 @@ class Trainer:
         params = list(self.model.parameters())
         if not self._clip_and_step(loss, params, self.opt):
             return None
-        self.sched.step()
         logs.update(lg)
         logs["loss"] = float(loss.detach())
         return logs
@@ -352,16 +349,6 @@ class Trainer:
         self._load_state(snapshot)
         self.retries = retries
         self.lr_scale *= self.config.retry_lr_factor
-        for opt, sched, base in (
-            (self.opt, self.sched, self._base_lrs),
-            (self.critic_opt, self.critic_sched, self._critic_base_lrs),
-        ):
-            if opt is None or sched is None:
-                continue
-            sched.base_lrs = [b * self.lr_scale for b in base]
-            factor = sched.lr_lambdas[0](sched.last_epoch)
-            for group, b in zip(opt.param_groups, sched.base_lrs, strict=True):
-                group["lr"] = b * factor
         # Different random draws on the retry, so that the same overflow is not replayed.
         torch.manual_seed(self.config.seed + 7919 * retries)
         print(
