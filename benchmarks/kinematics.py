@@ -11,7 +11,8 @@ Targets: NLL coupling INN <= 0.02, best variational f-divergence <= 0.03.
 
     python benchmarks/kinematics.py            # full (~15-25 min on 2 cores)
     python benchmarks/kinematics.py --quick    # 10 observations, short training
-    python benchmarks/kinematics.py --only nll-inn --skip-ray
+    python benchmarks/kinematics.py --only nll-inn --skip-ray   # rows accumulate in the JSON
+    python benchmarks/kinematics.py --ray-only
 """
 
 from __future__ import annotations
@@ -169,11 +170,12 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--ray-only", action="store_true", help="only the Ray scaling")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     torch.set_num_threads(1)
     rows = []
-    for name in args.only or list(CONFIGS):
+    for name in [] if args.ray_only else args.only or list(CONFIGS):
         print(f"running {name} ...", file=sys.stderr, flush=True)
         rows.append(bench_config(name, args.quick))
     ray_result = None

@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     from vinaflow.experiments import commands
 
     commands.register(sub)
+    from vinaflow.experiments import simulate
+
+    simulate.register(sub)
     from vinaflow.evaluation.certificate import register_certify
     from vinaflow.experiments import generative
 

@@ -44,9 +44,22 @@ __all__ = [
     "build_objective",
     "environment",
     "evaluate_posterior",
+    "peak_memory_mb",
     "prepare_data",
     "run",
 ]
+
+#: Training settings that may change between a run and its ``--resume`` (they set how
+#: long to train and what to log, not what is trained).
+RESUMABLE_TRAINING_KEYS = (
+    "steps",
+    "max_seconds",
+    "progress",
+    "checkpoint_every",
+    "val_every",
+    "patience",
+    "threads",
+)
 
 
 @dataclass
@@ -87,6 +100,45 @@ def environment() -> dict[str, str]:
         "platform": platform.platform(),
         "threads": str(torch.get_num_threads()),
     }
+
+
+def peak_memory_mb() -> float | None:
+    """Peak resident memory of this process so far in MiB (``None`` where unknown).
+
+    ``ru_maxrss`` is a high-water mark of the whole process: for several runs in one
+    process it is the largest so far, not each run's own.
+    """
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+
+def _check_resumable(out_dir: Path, cfg: Mapping[str, Any]) -> None:
+    """Refuse ``--resume`` with a config that trains something else than the checkpoint."""
+    path = out_dir / "config.yaml"
+    try:
+        old = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return  # nothing to compare with; the checkpoint's own checks still apply
+    if not isinstance(old, Mapping):
+        return
+    changed = []
+    for section in ("problem", "model", "objective", "training"):
+        a, b = old.get(section) or {}, cfg.get(section) or {}
+        for key in sorted(set(a) | set(b)):
+            if section == "training" and key in RESUMABLE_TRAINING_KEYS:
+                continue
+            if a.get(key) != b.get(key):
+                changed.append(f"{section}.{key}: {a.get(key)!r} -> {b.get(key)!r}")
+    if changed:
+        raise ConfigError(
+            f"--resume: the config differs from the one {out_dir} was started with "
+            f"({'; '.join(changed[:5])}); resume with the original settings or use a new --out"
+        )
 
 
 def _split(x: Tensor, y: Tensor, n_val: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -355,6 +407,15 @@ def run(
     model.fit_normalization(data.x, data.y)
     objective = build_objective(cfg["objective"], model, problem)
     if out_dir is not None:
+        if resume:
+            _check_resumable(out_dir, cfg)
+            if not (out_dir / "checkpoint.pt").is_file():
+                # Killed before its first checkpoint (or never started): nothing to resume.
+                print(
+                    f"[vinaflow] --resume: no checkpoint in {out_dir}; training from step 0",
+                    file=sys.stderr,
+                )
+                resume = False
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     trainer = Trainer(tcfg)
@@ -387,6 +448,7 @@ def run(
         retries=result.retries,
         seed=tcfg.seed,
         problem=problem.name,
+        peak_memory_mb=peak_memory_mb(),
         environment=environment(),
     )
     if out_dir is not None:
@@ -396,7 +458,6 @@ def run(
 
         save_model(model, out_dir, extra={"problem": cfg["problem"]})
         atomic_write_json(out_dir / "history.json", result.history)
-        atomic_write_json(out_dir / "metrics.json", metrics)
         if plots is not None:
             curves = {
                 k: v
@@ -409,4 +470,8 @@ def run(
             }
             plot_loss_curves(curves, plots / "loss_curves.png", steps=steps)
         write_run_report(out_dir, cfg, metrics)
+        # Last: metrics.json marks a finished run (the CLI refuses to overwrite it), so
+        # a run killed before this point is resumed, not mistaken for a complete one.
+        metrics["peak_memory_mb"] = peak_memory_mb()
+        atomic_write_json(out_dir / "metrics.json", metrics)
     return RunResult(cfg, model, posterior, problem, result, metrics)

@@ -412,6 +412,7 @@ class PekerisWaveguide:
         # Columns are sized for the shortest range, where leaky modes matter most; each
         # range then fades its own modes, so p(r) does not depend on the other ranges.
         r_min = float(rng.min())
+        uniform = _equally_spaced(zr)
 
         def work(sl: slice) -> None:
             for b in _blocks(sl.stop - sl.start, _BLOCK):
@@ -420,7 +421,7 @@ class PekerisWaveguide:
                     kr, kz, _, norm, weight, _, _ = self._mode_block(
                         depth[bl], c_b[bl], float(f), r_min, leaky
                     )
-                    out[bl, i] = self._modal_sum(kr, kz, norm, weight, zs, rng, zr, leaky)
+                    out[bl, i] = self._modal_sum(kr, kz, norm, weight, zs, rng, zr, leaky, uniform)
 
         chunks = _chunks(n, self.workers)
         if len(chunks) == 1:
@@ -440,6 +441,7 @@ class PekerisWaveguide:
         rng: NDArray,
         zr: NDArray,
         leaky: bool,
+        uniform: bool | None = None,
     ) -> NDArray[np.complex128]:
         """JKPS eq. 5.14 summed over modes: ``(n, R, Nr)``.
 
@@ -447,9 +449,9 @@ class PekerisWaveguide:
         that are never summed; with leaky modes each range applies its own fade.
         """
         # psi(zs) psi(zr) / rho_w with psi = sin(kz z) / sqrt(norm): the root's sign cancels.
-        coef = _sin_kz(kz, np.array([zs]))[..., 0] / (norm * np.sqrt(kr))
+        coef = _sin_kz(kz, np.array([zs]), False)[..., 0] / (norm * np.sqrt(kr))
         coef = np.where(weight > 0, coef, 0.0)
-        shape_r = _sin_kz(kz, zr)  # (n, N, R)
+        shape_r = _sin_kz(kz, zr, uniform)  # (n, N, R)
         if rng.size == 1:
             w = self._fade(kr, rng[0]) if leaky else weight
             coef = coef * w * _expi(kr * rng[0])
@@ -588,9 +590,15 @@ def _expi(x: NDArray[np.complex128]) -> NDArray[np.complex128]:
     return e * np.cos(x.real) + 1j * (e * np.sin(x.real))
 
 
-def _sin_kz(kz: NDArray[np.complex128], z: NDArray[np.float64]) -> NDArray[np.complex128]:
+def _equally_spaced(z: NDArray[np.float64]) -> bool:
+    return z.size > 2 and bool(np.all(np.abs(np.diff(z) - (z[1] - z[0])) <= 1e-9))
+
+
+def _sin_kz(
+    kz: NDArray[np.complex128], z: NDArray[np.float64], uniform: bool | None = None
+) -> NDArray[np.complex128]:
     """``sin(kz z)`` of shape ``kz.shape + (len(z),)``."""
-    if z.size > 2 and np.allclose(np.diff(z), z[1] - z[0], rtol=0, atol=1e-9):
+    if _equally_spaced(z) if uniform is None else uniform:
         # Equally spaced: e^{i kz z_j} by repeated multiplication (a few ulps over ~10 steps).
         q = np.empty(kz.shape + (z.size,), dtype=np.complex128)
         q[..., 0] = _expi(kz * z[0])
@@ -602,7 +610,10 @@ def _sin_kz(kz: NDArray[np.complex128], z: NDArray[np.float64]) -> NDArray[np.co
     # sin = (q - 1/q) / 2i with 1/q = conj(q) / |q|^2, in real arithmetic
     qr, qi = q.real, q.imag
     inv = 1.0 / (qr * qr + qi * qi)
-    return 0.5 * qi * (1.0 + inv) + 0.5j * (qr * (inv - 1.0))
+    out = np.empty(q.shape, dtype=np.complex128)
+    out.real = 0.5 * qi * (1.0 + inv)
+    out.imag = 0.5 * qr * (inv - 1.0)
+    return out
 
 
 def _blocks(n: int, size: int) -> list[slice]:

@@ -137,8 +137,13 @@ class Trainer:
         self.config = config or TrainingConfig()
 
     # -- state -----------------------------------------------------------------------
-    def _state(self) -> dict[str, Any]:
-        return {
+    def _state(self, detached: bool = False) -> dict[str, Any]:
+        """Everything resume needs; ``detached`` copies tensors for in-memory snapshots.
+
+        ``state_dict()`` tensors alias the live parameters and optimizer moments, so a
+        snapshot that is not copied would follow training and could not roll back.
+        """
+        state = {
             "model": self.model.state_dict(),
             "objective": self.objective.state_dict(),
             "opt": self.opt.state_dict(),
@@ -151,8 +156,13 @@ class Trainer:
             "retries": self.retries,
             "lr_scale": self.lr_scale,
             "best": self.best,
+            "stopped": self.stopped,
             "config": asdict(self.config),
         }
+        if detached:
+            for key in ("model", "objective", "opt", "critic_opt"):
+                state[key] = copy.deepcopy(state[key])
+        return state
 
     def _load_state(self, state: dict[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
@@ -168,6 +178,7 @@ class Trainer:
         self.retries = int(state.get("retries", 0))
         self.lr_scale = float(state.get("lr_scale", 1.0))
         self.best = state.get("best")
+        self.stopped = state.get("stopped")
 
     def save_checkpoint(self, path: str | Path) -> None:
         with atomic_path(path) as tmp:
@@ -221,20 +232,28 @@ class Trainer:
         self.step, self.elapsed, self.retries, self.lr_scale = 0, 0.0, 0, 1.0
         self.history: dict[str, list[float]] = {}
         self.best: dict[str, Any] | None = None
+        #: Why training ended (``None`` while running); in checkpoints so that resuming a
+        #: run killed after early stopping does not train on.
+        self.stopped: str | None = None
         objective.prepare(model, x, y)
         if resume:
             if checkpoint is None or not Path(checkpoint).exists():
                 raise ModelFileError(f"--resume: no checkpoint at {checkpoint}")
             self.load_checkpoint(checkpoint)
+            if self.stopped != "early_stopping":
+                self.stopped = None  # steps and time limits are rechecked (they may have grown)
         model.train()
         objective.train()
-        snapshot = self._state()
-        stopped = "steps"
+        # Rollback target of divergence recovery: the state at the last validation or
+        # checkpoint step (checkpoint steps count whether or not a file is written, so
+        # that a resumed run rolls back exactly like an uninterrupted one).
+        snapshot = self._state(detached=True)
+        stopped = self.stopped or "steps"
         bar = self._progress(start=self.step)
         t0 = time.perf_counter() - self.elapsed
         no_improve = 0
         try:
-            while self.step < cfg.steps:
+            while self.stopped is None and self.step < cfg.steps:
                 if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
                     stopped = "max_seconds"
                     break
@@ -259,16 +278,19 @@ class Trainer:
                         if cfg.patience is not None and no_improve >= cfg.patience:
                             stopped = "early_stopping"
                             break
-                    snapshot = self._state()
-                if checkpoint is not None and self.step % cfg.checkpoint_every == 0:
+                    snapshot = self._state(detached=True)
+                if self.step % cfg.checkpoint_every == 0:
                     self.elapsed = time.perf_counter() - t0
-                    self.save_checkpoint(checkpoint)
+                    snapshot = self._state(detached=True)
+                    if checkpoint is not None:
+                        self.save_checkpoint(checkpoint)
         finally:
             if bar is not None:
                 bar.close()
         self.elapsed = time.perf_counter() - t0
-        if stopped == "early_stopping" and self.best is not None:
+        if stopped == "early_stopping" and self.best is not None and self.stopped is None:
             model.load_state_dict(self.best["model"])
+        self.stopped = stopped
         if checkpoint is not None:
             self.save_checkpoint(checkpoint)
         model.eval()
@@ -337,23 +359,27 @@ class Trainer:
         return logs
 
     def _recover(self, snapshot: dict[str, Any]) -> None:
+        failed_step = self.step + 1
         self.retries += 1
         if self.retries > self.config.max_retries:
             raise TrainingDivergedError(
-                f"training diverged: non-finite loss or gradient at step {self.step + 1}; "
+                f"training diverged: non-finite loss or gradient at step {failed_step}; "
                 f"rolled back and retried {self.config.max_retries} time(s) with the learning "
                 f"rate reduced by {self.config.retry_lr_factor} each time. Try a smaller "
                 "training.lr, stronger training.grad_clip or another divergence."
             )
-        retries = self.retries
-        self._load_state(snapshot)
+        # Retries and the lr reduction outlive the rollback, so that reductions compound.
+        retries, lr_scale = self.retries, self.lr_scale
+        # A copy: optimizers adopt loaded tensors without copying, so training would
+        # otherwise mutate the snapshot that a second rollback needs.
+        self._load_state(copy.deepcopy(snapshot))
         self.retries = retries
-        self.lr_scale *= self.config.retry_lr_factor
+        self.lr_scale = lr_scale * self.config.retry_lr_factor
         # Different random draws on the retry, so that the same overflow is not replayed.
         torch.manual_seed(self.config.seed + 7919 * retries)
         print(
-            f"[vinaflow] non-finite loss at step {self.step + 1}: rolled back, "
-            f"retry {retries}/{self.config.max_retries} with lr x{self.lr_scale:g}",
+            f"[vinaflow] non-finite loss at step {failed_step}: rolled back to step "
+            f"{self.step}, retry {retries}/{self.config.max_retries} with lr x{self.lr_scale:g}",
             file=sys.stderr,
         )
 
