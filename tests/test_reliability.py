@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -20,7 +21,7 @@ from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
 from vinaflow.experiments.pipeline import _check_resumable
 from vinaflow.models import ConditionalINN
 from vinaflow.objectives.losses import CompositeObjective, NLLObjective, Objective
-from vinaflow.problems import GaussianLinear
+from vinaflow.problems import GaussianLinear, load_bank
 from vinaflow.training import Trainer, TrainingConfig, atomic_path, atomic_write_text
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vinaflow"
@@ -292,3 +293,67 @@ def test_sigkilled_simulate_resumes_to_the_same_bank(tmp_path: Path) -> None:
         assert a.files == b.files
         for k in a.files:
             assert np.array_equal(a[k], b[k]), k
+
+
+# -- numerical edge cases through the whole pipeline ------------------------------------------
+
+
+def _edge_bank(path: Path, case: str) -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    u = rng.normal(size=(n, 2))
+    x, y = u, u @ np.array([[1.0], [0.5]]) + 0.1 * rng.normal(size=(n, 1))
+    if case == "constant-columns":
+        x = np.concatenate([u, np.full((n, 1), 3.0)], 1)
+        y = np.concatenate([y, np.full((n, 1), -7.0)], 1)
+    elif case == "tiny-x-huge-y":
+        x, y = 1e-6 * u, 1e6 * y
+    elif case == "huge-x-tiny-y":
+        x, y = 1e6 * u + 1e6, 1e-6 * y
+    elif case == "dim-1":
+        x = u[:, :1]
+        y = x**3 + 0.1 * rng.normal(size=(n, 1))
+    np.savez(path, x=x, y=y)
+
+
+@pytest.mark.parametrize(
+    ("case", "kind", "objective", "batch"),
+    [
+        ("constant-columns", "cinn", "nll", 32),
+        ("constant-columns", "inn", "nll", 32),
+        ("tiny-x-huge-y", "cinn", "nll", 32),
+        ("huge-x-tiny-y", "inn", "fdiv", 32),
+        ("dim-1", "cinn", "nll", 1),
+        ("dim-1", "inn", "fdiv", 1),
+    ],
+)
+def test_edge_cases_train_finite(
+    tmp_path: Path, case: str, kind: str, objective: str, batch: int
+) -> None:  # noqa: E501
+    from vinaflow.config import resolve_config
+    from vinaflow.experiments.pipeline import run
+
+    bank = tmp_path / "bank.npz"
+    _edge_bank(bank, case)
+    cfg = resolve_config(
+        {
+            "problem": {"bank": str(bank)},
+            "model": {"kind": kind, "blocks": 2, "hidden": 16},
+            "objective": {"name": objective},
+            "training": {"steps": 30, "max_seconds": None, "batch_size": batch, "val_every": 10},
+            "evaluation": {"num_observations": 3, "num_samples": 100, "num_calibration": 0,
+                           "c2st": False, "plots": False, "certificate": False},
+        }
+    )  # fmt: skip
+    result = run(cfg, progress=False)
+    assert all(math.isfinite(v) for v in result.train.history["loss"])
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
+    y = load_bank(bank).y[:2]
+    samples = result.posterior.sample(y, 50)
+    assert torch.isfinite(samples).all()
+    x = load_bank(bank).x
+    # Samples live in the parameters' units, whatever their scale.
+    # (A constant column is standardised with std 1, so its samples spread by ~1.)
+    span = x.max(0).values - x.min(0).values
+    span = torch.where(span > 0, span, x.mean(0).abs().clamp_min(1.0))
+    assert ((samples - x.mean(0)).abs() / span).max() < 100

@@ -222,6 +222,8 @@ def _check_objective(obj: Mapping[str, Any], field: str = "objective") -> dict[s
 
 def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Merge ``config`` over the defaults and validate every section."""
+    if config is not None and not isinstance(config, Mapping):
+        raise ConfigError(f"a config must be a mapping of sections {SECTIONS}, got {config!r}")
     config = dict(config or {})
     unknown = set(config) - set(SECTIONS) - {"vinaflow_version"}
     if unknown:

@@ -82,13 +82,26 @@ def _cmd_study(args: argparse.Namespace) -> int:
     from vinaflow.experiments.study_report import write_study_report
     from vinaflow.experiments.sweep import run_sweep
 
+    from vinaflow.experiments.generative_studies import GENERATIVE_STUDIES, run_study
+    from vinaflow.experiments.sweep import parse_seeds
+
     if args.list or not args.name:
         for name in list_studies():
             s = get_study(name)
             print(f"{name}: {s.description}")
+        for name, spec in GENERATIVE_STUDIES.items():
+            print(f"{name}: {spec['description']}")
         return 0
     if not args.out:
         raise ConfigError("study: --out DIR is required")
+    if args.name in GENERATIVE_STUDIES:
+        # Flow studies train unconditional flows, not run() configs: their own runner.
+        seeds = parse_seeds(args.seeds) if args.seeds else None
+        report = run_study(
+            args.name, args.out, seeds=seeds, quick=args.quick, log=None if args.quiet else print
+        )
+        print(f"wrote {report}")
+        return 0
     study = get_study(args.name)
     sweep = study.sweep(quick=args.quick, seeds=args.seeds)
     records = run_sweep(
@@ -109,9 +122,20 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from vinaflow.experiments.generative_studies import (
+        GENERATIVE_STUDIES,
+        write_generative_report,
+    )
     from vinaflow.experiments.study_report import write_study_report
 
-    report = write_study_report(args.dir)
+    meta = Path(args.dir) / "study.json"
+    is_flow_study = meta.is_file() and json.loads(meta.read_text()).get("study") in (
+        GENERATIVE_STUDIES
+    )
+    report = write_generative_report(args.dir) if is_flow_study else write_study_report(args.dir)
     print(f"wrote {report}", file=sys.stdout)
     return 0
 

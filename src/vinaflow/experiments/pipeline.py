@@ -320,6 +320,8 @@ def evaluate_posterior(
         summ = posterior_summary(s.numpy(), x_true[i].numpy())
         per["mean_error_truth"].append(float(np.sqrt(summ["mse"] * problem.dim_x)))
         per["ci_width"].append(float(np.mean(summ["ci_width"])))
+        for name, sq in zip(problem.param_names, summ["sq_error"], strict=True):
+            per.setdefault(f"sq_error_{name}", []).append(float(sq))
         ref = _reference(problem, y_obs[i], n_samples, seed + 1 + i)
         references.append(ref)
         if ref is not None:

@@ -74,6 +74,7 @@ STUDY_MODULES: dict[str, str] = {
     "divergences": "vinaflow.experiments.studies",
     "latent-dim": "vinaflow.experiments.studies",
     "sinkhorn-blur": "vinaflow.experiments.studies",
+    "ocean-acoustics": "vinaflow.experiments.ocean_study",
 }
 
 DEFAULT_METRICS = ("resim_error", "c2st", "w1", "train_seconds")

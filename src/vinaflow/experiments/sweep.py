@@ -361,7 +361,9 @@ def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
         else:
             result = run(payload["config"], None, progress=False)
         m = result.metrics
-        rec["metrics"] = {k: m.get(k) for k in RECORD_METRICS if k in m}
+        rec["metrics"] = {
+            k: v for k, v in m.items() if k in RECORD_METRICS or k.startswith("sq_error_")
+        }
         rec["status"] = "ok"
         demo = payload.get("demo_observations") or []
         if demo:

@@ -18,7 +18,7 @@ def as_observations(y: Any, dim_y: int, name: str = "observations") -> Tensor:
     """Validate one observation ``(dim_y,)`` or a batch ``(n_obs, dim_y)``; returns 2-D float32."""
     try:
         t = torch.as_tensor(np.asarray(y, dtype=np.float64) if not isinstance(y, Tensor) else y)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise DataError(f"{name} must be a numeric array, got {type(y).__name__}") from err
     if t.ndim == 1:
         t = t[None]
@@ -30,7 +30,10 @@ def as_observations(y: Any, dim_y: int, name: str = "observations") -> Tensor:
         raise DataError(f"{name} is empty")
     if not torch.isfinite(t).all():
         raise DataError(f"{name} contain NaN or inf")
-    return t.to(torch.float32)
+    t = t.to(torch.float32)
+    if not torch.isfinite(t).all():
+        raise DataError(f"{name} contain values beyond the float32 range (|v| > 3.4e38)")
+    return t
 
 
 class Posterior:
@@ -58,8 +61,8 @@ class Posterior:
     @torch.inference_mode()
     def sample(self, y: Any, n: int, generator: torch.Generator | None = None) -> Tensor:
         """Draw ``n`` samples for each observation; returns ``(n_obs, n, dim_x)``."""
-        if int(n) < 1:
-            raise DataError(f"number of samples n must be >= 1, got {n}")
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise DataError(f"number of samples n must be an integer >= 1, got {n!r}")
         n = int(n)
         obs = as_observations(y, self.dim_y)
         was_training = self.model.training
@@ -75,7 +78,14 @@ class Posterior:
             x = self.model.x_norm.inverse(torch.cat(out))
         finally:
             self.model.train(was_training)
-        return x.reshape(obs.shape[0], n, self.dim_x)
+        x = x.reshape(obs.shape[0], n, self.dim_x)
+        bad = (~torch.isfinite(x)).flatten(1).any(1)
+        if bad.any():
+            raise DataError(
+                f"posterior samples overflow for observation(s) {bad.nonzero()[:5, 0].tolist()}: "
+                "the observations lie far outside the range of the training data"
+            )
+        return x
 
     @property
     def has_log_prob(self) -> bool:

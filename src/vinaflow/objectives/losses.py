@@ -120,23 +120,29 @@ def _check_direction(direction: str) -> str:
 
 
 def _joint_pairs(
-    model: AmortizedModel, x_s: Tensor, y_s: Tensor, direction: str
+    model: AmortizedModel, x_s: Tensor, y_s: Tensor, direction: str, supervised: bool = True
 ) -> tuple[Tensor, Tensor, Tensor | None]:
-    """(P samples, Q samples, supervised y residual) for a direction."""
+    """(P samples, Q samples, supervised residual) for a direction.
+
+    The residual (joint INN, forward direction only) stacks ``y_hat - y``, the output
+    padding and the inverse reconstruction ``T^{-1}(y, z(x)) - x``: the latent loss
+    alone never evaluates the inverse at the true ``y``, and without the
+    reconstruction term posterior samples of a coupling INN can diverge (re-simulation
+    errors of 70-310 were measured on inverse kinematics).
+    """
     if direction == "backward":
         x_hat = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
         return (torch.cat([x_s, y_s], 1), torch.cat([x_hat, y_s], 1), None)
     enc = model.encode(x_s, y_s)
     z_prior = model.sample_latent(y_s.shape[0]).to(y_s)
+    residual = None
+    if enc.y_hat is not None and supervised:
+        parts = [enc.y_hat - y_s, model.generate(y_s, enc.z) - x_s]
+        if enc.extra is not None:
+            parts.append(enc.extra)
+        residual = torch.cat(parts, 1)
     y_side = enc.y_hat if enc.y_hat is not None else y_s
-    residual = None if enc.y_hat is None else enc.y_hat - y_s
-    if enc.extra is not None:
-        residual = torch.cat([residual, enc.extra], 1)
-    return (
-        torch.cat([y_side, enc.z], 1),
-        torch.cat([y_s, z_prior], 1),
-        residual,
-    )
+    return torch.cat([y_side, enc.z], 1), torch.cat([y_s, z_prior], 1), residual
 
 
 class NLLObjective(Objective):
@@ -173,9 +179,9 @@ class _JointObjective(Objective):
             self.whitener.fit(_reference_joint(model, x_s, y_s, self.direction))
 
     def _pairs(
-        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor
+        self, model: AmortizedModel, x_s: Tensor, y_s: Tensor, supervised: bool = True
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        p, q, residual = _joint_pairs(model, x_s, y_s, self.direction)
+        p, q, residual = _joint_pairs(model, x_s, y_s, self.direction, supervised)
         if self.whitener is not None:
             p, q = self.whitener(p), self.whitener(q)
         return p, q, residual
@@ -243,7 +249,7 @@ class FDivergenceObjective(_JointObjective):
 
     def critic_loss(self, model: AmortizedModel, x_s: Tensor, y_s: Tensor) -> tuple[Tensor, Logs]:
         with torch.no_grad():
-            p, q, _ = self._pairs(model, x_s, y_s)
+            p, q, _ = self._pairs(model, x_s, y_s, supervised=False)
         p = p.detach().requires_grad_(self.gradient_penalty > 0)
         v_p, v_q = self.critic(p), self.critic(q)
         bound = variational_bound(v_p, v_q, self.divergence)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -33,29 +35,61 @@ class SimulationBank:
 
 def load_bank(path: str | Path) -> SimulationBank:
     """Load and validate a bank; every problem is reported as a :class:`DataError`."""
+    if not isinstance(path, (str, os.PathLike)) or not str(path):
+        raise DataError(f"problem.bank must be the path of an .npz file, got {path!r}")
     path = Path(path)
     if not path.is_file():
         raise DataError(f"problem.bank: file not found: {path}")
     try:
         with np.load(path, allow_pickle=False) as data:
+            if not hasattr(data, "files"):
+                raise DataError(f"bank {path} is a single .npy array; expected an .npz with x, y")
             missing = [k for k in ("x", "y") if k not in data.files]
             if missing:
                 raise DataError(
                     f"bank {path} lacks array(s) {missing}; expected 'x' (n, dx) and 'y' (n, dy)"
                 )
             x, y = np.asarray(data["x"]), np.asarray(data["y"])
-            meta = json.loads(str(data["problem"])) if "problem" in data.files else {}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as err:
+            meta_text = str(data["problem"]) if "problem" in data.files else None
+    # A damaged member fails inside numpy's header parser (SyntaxError), zlib or zipfile;
+    # a forged header may declare an impossible size (MemoryError).
+    except (
+        zipfile.BadZipFile,
+        zlib.error,
+        ValueError,
+        OSError,
+        EOFError,
+        SyntaxError,
+        KeyError,
+        MemoryError,
+    ) as err:
         raise DataError(f"bank {path} is not a readable .npz file ({err})") from err
+    meta: Any = {}
+    if meta_text is not None:
+        try:
+            meta = json.loads(meta_text)
+        except ValueError as err:
+            raise DataError(f"bank {path}: the 'problem' entry is not valid JSON ({err})") from err
+        if not isinstance(meta, dict):
+            raise DataError(f"bank {path}: the 'problem' entry must be a JSON object")
+    checked = []
     for name, a in (("x", x), ("y", y)):
         if a.ndim == 1:
             a = a[:, None]
-        if a.ndim != 2 or not np.issubdtype(a.dtype, np.number):
-            raise DataError(f"bank array {name!r} must be a numeric (n, d) array, got {a.shape}")
+        numeric = np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
+        if a.ndim != 2 or not numeric:
+            raise DataError(
+                f"bank array {name!r} must be a real numeric (n, d) array, got shape "
+                f"{a.shape} and dtype {a.dtype}"
+            )
+        if a.shape[1] == 0:
+            raise DataError(f"bank array {name!r} has no columns")
         if not np.isfinite(a).all():
             raise DataError(f"bank array {name!r} contains non-finite values")
-    x = x.reshape(len(x), -1)
-    y = y.reshape(len(y), -1)
+        if np.abs(a).max(initial=0.0) > np.finfo(np.float32).max:
+            raise DataError(f"bank array {name!r} has values beyond the float32 range")
+        checked.append(a)
+    x, y = checked
     if x.shape[0] != y.shape[0]:
         raise DataError(f"bank arrays x and y have different lengths: {len(x)} vs {len(y)}")
     if x.shape[0] < 10:

@@ -142,6 +142,9 @@ class GridPosterior:
             a narrow peak may sit between centres).
         resolution: target log-density difference between neighbouring cells with mass.
         max_cells: cap on likelihood evaluations; :class:`ConvergenceError` beyond it.
+        min_effective_cells: refine (2 x 2) until at least this many leaf cells carry the
+            mass (``1 / sum w_i^2``), even when neighbouring cells already agree.
+        max_stages: cap on refinement levels.
     """
 
     def __init__(
@@ -158,6 +161,8 @@ class GridPosterior:
         dilate: int = 1,
         max_factor: int = 8,
         max_cells: int = 4_000_000,
+        min_effective_cells: float = 500.0,
+        max_stages: int = 12,
     ) -> None:
         self.lo = np.asarray(lo, dtype=np.float64)
         self.hi = np.asarray(hi, dtype=np.float64)
@@ -177,7 +182,16 @@ class GridPosterior:
             top = max(float(np.max(s.loglik)) for s in self.stages)
             factors = self._factors(stage, top, resolution, max_factor)
             if factors == (1, 1):
-                break
+                # Resolved; still insist on enough cells carrying the mass.
+                self._finish()
+                if self.effective_cells >= min_effective_cells:
+                    break
+                factors = (2, 2)
+            if len(self.stages) >= max_stages:
+                raise ConvergenceError(
+                    f"grid posterior not resolved after {max_stages} refinements "
+                    f"({self.n_evaluations} evaluations)"
+                )
             select = stage.evaluated & (stage.loglik >= top - threshold)
             region = binary_dilation(select, iterations=dilate) & stage.evaluated
             children = int(region.sum()) * factors[0] * factors[1]
@@ -189,7 +203,6 @@ class GridPosterior:
             stage = self._refine(stage, region, factors)
             self.stages.append(stage)
             threshold = tau
-        self._finish()
         self.frontier_mass = self._frontier(max(float(np.max(s.loglik)) for s in self.stages))
 
     # ------------------------------------------------------------------ building

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Mapping
 from typing import Any
 
-from vinaflow.errors import ConfigError
+from vinaflow.errors import ConfigError, VinaflowError
 from vinaflow.problems.bank import BankProblem, load_bank
 from vinaflow.problems.base import Problem
 from vinaflow.problems.custom import SimulatorProblem
@@ -56,6 +56,8 @@ def make_problem(spec: Mapping[str, Any]) -> Problem:
     if not isinstance(spec, Mapping):
         raise ConfigError("problem must be a mapping")
     params = {k: v for k, v in spec.items() if k not in DATA_KEYS}
+    if "name" in params and not isinstance(params["name"], str):
+        raise ConfigError(f"problem.name must be a string, got {params['name']!r}")
     forms = [k for k in ("name", "simulator", "bank") if k in params]
     if len(forms) != 1:
         raise ConfigError(
@@ -95,5 +97,9 @@ def make_problem(spec: Mapping[str, Any]) -> Problem:
         )
     try:
         return cls(**params)
-    except TypeError as err:
-        raise ConfigError(f"problem {name!r}: {err}") from err
+    except VinaflowError:
+        raise
+    # Values of the wrong type or size fail inside numpy/torch conversions; they are
+    # still the config's fault, so report them as such.
+    except (TypeError, ValueError, OverflowError, RuntimeError) as err:
+        raise ConfigError(f"problem {name!r}: invalid parameter value ({err})") from err
