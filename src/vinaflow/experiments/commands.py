@@ -78,12 +78,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from vinaflow.errors import ConfigError
+    from vinaflow.experiments.generative_studies import GENERATIVE_STUDIES, run_study
     from vinaflow.experiments.studies import get_study, list_studies
     from vinaflow.experiments.study_report import write_study_report
-    from vinaflow.experiments.sweep import run_sweep
-
-    from vinaflow.experiments.generative_studies import GENERATIVE_STUDIES, run_study
-    from vinaflow.experiments.sweep import parse_seeds
+    from vinaflow.experiments.sweep import parse_seeds, run_sweep
 
     if args.list or not args.name:
         for name in list_studies():
