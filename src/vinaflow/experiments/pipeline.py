@@ -49,6 +49,17 @@ __all__ = [
     "run",
 ]
 
+#: Files of a run folder written through ``atomic_path`` (temporaries: ``.NAME.*``).
+OUTPUT_FILES = (
+    "config.yaml",
+    "checkpoint.pt",
+    "model.safetensors",
+    "model.json",
+    "history.json",
+    "metrics.json",
+    "report.md",
+)
+
 #: Training settings that may change between a run and its ``--resume`` (they set how
 #: long to train and what to log, not what is trained).
 RESUMABLE_TRAINING_KEYS = (
@@ -139,6 +150,13 @@ def _check_resumable(out_dir: Path, cfg: Mapping[str, Any]) -> None:
             f"--resume: the config differs from the one {out_dir} was started with "
             f"({'; '.join(changed[:5])}); resume with the original settings or use a new --out"
         )
+
+
+def _remove_temporaries(out_dir: Path) -> None:
+    """Delete half-written temporaries of a killed run (a SIGKILL skips their cleanup)."""
+    for name in OUTPUT_FILES:
+        for tmp in out_dir.glob(f".{name}.*"):
+            tmp.unlink(missing_ok=True)
 
 
 def _split(x: Tensor, y: Tensor, n_val: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -419,6 +437,7 @@ def run(
                 )
                 resume = False
         out_dir.mkdir(parents=True, exist_ok=True)
+        _remove_temporaries(out_dir)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     trainer = Trainer(tcfg)
     x_s, y_s = model.x_norm(data.x), model.y_norm(data.y)

@@ -17,9 +17,14 @@ __all__ = ["Posterior", "as_observations"]
 def as_observations(y: Any, dim_y: int, name: str = "observations") -> Tensor:
     """Validate one observation ``(dim_y,)`` or a batch ``(n_obs, dim_y)``; returns 2-D float32."""
     try:
-        t = torch.as_tensor(np.asarray(y, dtype=np.float64) if not isinstance(y, Tensor) else y)
+        arr = y if isinstance(y, Tensor) else np.asarray(y)
+        is_complex = arr.is_complex() if isinstance(arr, Tensor) else np.iscomplexobj(arr)
+        if not is_complex:
+            t = torch.as_tensor(arr if isinstance(arr, Tensor) else arr.astype(np.float64))
     except (TypeError, ValueError, OverflowError) as err:
         raise DataError(f"{name} must be a numeric array, got {type(y).__name__}") from err
+    if is_complex:
+        raise DataError(f"{name} must be real numbers, got complex values")
     if t.ndim == 1:
         t = t[None]
     if t.ndim != 2 or t.shape[1] != dim_y:

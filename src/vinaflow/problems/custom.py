@@ -40,7 +40,7 @@ def import_callable(spec: str, field: str = "problem.simulator") -> Callable[...
 def _vector(field: str, value: Any) -> Tensor:
     try:
         t = torch.as_tensor(value, dtype=torch.float32)
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise ConfigError(f"{field} must be a list of numbers, got {value!r}") from err
     if t.ndim != 1 or t.numel() == 0 or not torch.isfinite(t).all():
         raise ConfigError(f"{field} must be a non-empty list of finite numbers, got {value!r}")
