@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -359,6 +359,8 @@ sample_counts = st.one_of(
 
 @QUICK
 @given(configs())
+@example({"objective": {"weight": 10**400}})  # found by the campaign: float() overflow
+@example(True)
 def test_configs(cfg: Any) -> None:
     check_config(cfg)
 
@@ -405,6 +407,9 @@ def test_truncated_bank_prefixes_are_user_errors(tmp_path: Path) -> None:
         check_bank(data[:cut], path)
     with zipfile.ZipFile(io.BytesIO(data)) as z:
         assert sorted(z.namelist()) == ["x.npy", "y.npy"]
+    # Found by the campaign: a damaged compression method makes zipfile raise
+    # NotImplementedError (bytes 8-9 of the first local header).
+    check_bank(data[:8] + b"\x63\x00" + data[10:], path)
 
 
 # -- the slow campaign: >= 10,000 generated inputs --------------------------------------------

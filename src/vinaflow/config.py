@@ -165,7 +165,10 @@ def _check_value(section: str, key: str, value: Any, spec: Any) -> Any:
     if value is None and type(None) in types:
         return None
     if float in types and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError as err:
+            raise ConfigError(f"{field} is too large for a number: {value}") from err
     if bool not in types and isinstance(value, bool):
         raise ConfigError(f"{field} must be {_type_names(types)}, got {value!r}")
     if not isinstance(value, types):

@@ -62,6 +62,7 @@ def load_bank(path: str | Path) -> SimulationBank:
         SyntaxError,
         KeyError,
         MemoryError,
+        NotImplementedError,  # zipfile, for a damaged compression method or flag
     ) as err:
         raise DataError(f"bank {path} is not a readable .npz file ({err})") from err
     meta: Any = {}
