@@ -102,6 +102,16 @@ OBJECTIVE_KEYS = {
     "terms": list,
 }
 
+TRAINING_TYPES: dict[str, Any] = {
+    "steps": int, "max_seconds": (float, type(None)), "batch_size": int,
+    "lr": (float, type(None)), "critic_lr": (float, type(None)),
+    "critic_steps": (int, type(None)), "lr_schedule": ("constant", "cosine", "step"),
+    "lr_min_factor": float, "weight_decay": float, "grad_clip": (float, type(None)),
+    "val_every": int, "patience": (int, type(None)), "checkpoint_every": int, "seed": int,
+    "progress": bool, "max_retries": int, "retry_lr_factor": float,
+    "threads": (int, type(None)),
+}
+
 EVALUATION_KEYS = {
     "num_observations": int,
     "num_samples": int,
@@ -250,16 +260,22 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     if "bank" not in problem and (not isinstance(n, int) or isinstance(n, bool) or n < 20):
         raise ConfigError(f"problem.num_simulations must be an integer >= 20, got {n!r}")
     merged["model"] = _check_section("model", merged["model"], MODEL_KEYS)
-    for key in ("blocks", "hidden", "layers"):
-        if key in merged["model"] and merged["model"][key] < 1:
-            raise ConfigError(f"model.{key} must be >= 1, got {merged['model'][key]}")
+    # Upper bounds keep a typo (blocks: 100000000) from exhausting memory before any
+    # error could be shown.
+    limits = {"blocks": 1000, "hidden": 65536, "layers": 100, "latent_dim": 65536,
+              "embedding_dim": 65536}
+    for key, high in limits.items():
+        value = merged["model"].get(key)
+        if value is not None and not 1 <= value <= high:
+            raise ConfigError(f"model.{key} must be between 1 and {high}, got {value}")
     merged["objective"] = _check_objective(merged["objective"])
     fields = {f.name: f for f in dataclasses.fields(TrainingConfig)}
-    for key in merged["training"]:
+    for key, value in merged["training"].items():
         if key not in fields:
             raise ConfigError(
                 f"training.{key}: unknown key; allowed keys: {', '.join(sorted(fields))}"
             )
+        merged["training"][key] = _check_value("training", key, value, TRAINING_TYPES[key])
     try:
         TrainingConfig(**merged["training"])
     except TypeError as err:

@@ -78,6 +78,7 @@ RECORD_METRICS = (
     "train_steps",
     "stopped",
     "retries",
+    "peak_memory_mb",
     "sampling_seconds_per_10k",
 )
 
