@@ -1,0 +1,214 @@
+"""Tests of the peer benchmark helpers (``benchmarks/peers``): no network, no sbi/sbibm."""
+
+from __future__ import annotations
+
+import bz2
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# ``benchmarks`` is a top-level package of the repository, not of the installed distribution.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.peers.sbibm_reference import (  # noqa: E402
+    find_wheel,
+    list_observations,
+    load_reference,
+    load_task,
+    read_csv_array,
+)
+from benchmarks.peers.tasks import (  # noqa: E402
+    GaussianLinearTask,
+    GaussianMixtureTask,
+    TwoMoonsTask,
+    make_task,
+    posterior_predictive_check,
+)
+
+__all__: list[str] = []
+
+
+def _csv(arr: np.ndarray, prefix: str) -> bytes:
+    head = ",".join(f"{prefix}_{i + 1}" for i in range(arr.shape[1]))
+    rows = "\n".join(",".join(f"{v:.8g}" for v in r) for r in arr)
+    return f"{head}\n{rows}\n".encode()
+
+
+def _fake_wheel(tmp_path: Path, task: str, n_obs: int = 2, seed: int = 0) -> tuple[Path, dict]:
+    """A zip laid out like sbibm's wheel, with closed-form gaussian_linear references."""
+    rng = np.random.default_rng(seed)
+    gl = GaussianLinearTask()
+    content = {}
+    wheel = tmp_path / "sbibm-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("sbibm/__init__.py", "")
+        for k in range(1, n_obs + 1):
+            theta = rng.normal(0.0, np.sqrt(0.1), (1, 10))
+            y = theta + rng.normal(0.0, np.sqrt(0.1), (1, 10))
+            mean, var = gl.posterior_moments(torch.as_tensor(y[0]))
+            samples = mean.numpy() + np.sqrt(var) * rng.normal(size=(3000, 10))
+            base = f"sbibm/tasks/{task}/files/num_observation_{k}/"
+            zf.writestr(base + "observation.csv", _csv(y, "data"))
+            zf.writestr(base + "true_parameters.csv", _csv(theta, "parameter"))
+            zf.writestr(
+                base + "reference_posterior_samples.csv.bz2",
+                bz2.compress(_csv(samples, "parameter")),
+            )
+            content[k] = (y[0], theta[0], samples)
+    return wheel, content
+
+
+def test_read_csv_array_plain_and_bz2() -> None:
+    arr = np.array([[1.0, -2.5], [3.25, 4e-3]])
+    data = _csv(arr, "p")
+    np.testing.assert_allclose(read_csv_array(data), arr)
+    np.testing.assert_allclose(read_csv_array(bz2.compress(data)), arr)
+    with pytest.raises(ValueError):
+        read_csv_array(b"a,b\n")
+
+
+def test_reader_on_fake_wheel_with_cache(tmp_path: Path) -> None:
+    wheel, content = _fake_wheel(tmp_path, "gaussian_linear", n_obs=3)
+    assert list_observations(wheel, "gaussian_linear") == [1, 2, 3]
+    assert list_observations(wheel, "two_moons") == []
+    cache = tmp_path / "cache"
+    ref = load_reference(wheel, "gaussian_linear", 2, cache=cache)
+    y, theta, samples = content[2]
+    np.testing.assert_allclose(ref.observation, y, rtol=1e-6)
+    np.testing.assert_allclose(ref.true_parameters, theta, rtol=1e-6)
+    assert ref.samples.shape == (3000, 10)
+    np.testing.assert_allclose(ref.samples, samples, rtol=1e-6, atol=1e-12)
+    assert len(list(cache.rglob("*.npy"))) == 3
+    again = load_reference(wheel, "gaussian_linear", 2, cache=cache)  # from the cache
+    np.testing.assert_array_equal(again.samples, ref.samples)
+    assert len(load_task(wheel, "gaussian_linear")) == 3
+    with pytest.raises(FileNotFoundError):
+        load_reference(wheel, "gaussian_linear", 7)
+
+
+def test_find_wheel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VINAFLOW_CACHE", str(tmp_path / "vc"))
+    with pytest.raises(FileNotFoundError, match="pip download sbibm"):
+        find_wheel()
+    wheel, _ = _fake_wheel(tmp_path, "gaussian_linear", n_obs=1)
+    assert find_wheel(wheel) == wheel
+    assert find_wheel(tmp_path) == wheel
+    with pytest.raises(FileNotFoundError):
+        find_wheel(tmp_path / "missing.whl")
+
+
+@pytest.mark.parametrize(
+    "name,dim", [("two_moons", 2), ("gaussian_linear", 10), ("gaussian_mixture", 2)]
+)
+def test_task_shapes_and_reproducibility(name: str, dim: int) -> None:
+    task = make_task(name)
+    assert (task.dim_x, task.dim_y) == (dim, dim)
+    x = task.sample_prior(50, torch.Generator().manual_seed(0))
+    assert x.shape == (50, dim)
+    y1 = task.simulate_checked(x, torch.Generator().manual_seed(1))
+    y2 = task.simulate_checked(x, torch.Generator().manual_seed(1))
+    assert y1.shape == (50, dim)
+    torch.testing.assert_close(y1, y2)
+    with pytest.raises(KeyError):
+        make_task("slcp")
+
+
+def test_two_moons_geometry() -> None:
+    # theta = 0: y = p, a half circle of radius ~0.1 around (0.25, 0) with x >= 0.25 - 0.1 cos a
+    task = TwoMoonsTask()
+    y = task.simulate(torch.zeros(4000, 2), torch.Generator().manual_seed(0))
+    r = torch.linalg.norm(y - torch.tensor([0.25, 0.0]), dim=1)
+    assert abs(float(r.mean()) - 0.1) < 2e-3
+    assert float((y[:, 0] >= 0.25 - 1e-6).float().mean()) == 1.0
+    # the map is symmetric under theta -> rotation flip of z0 (|z0|): two moons
+    t = torch.tensor([[0.3, 0.1]])
+    flip = torch.tensor([[-0.1, -0.3]])  # z0 -> -z0, z1 unchanged
+    g = torch.Generator().manual_seed(3)
+    a = task.simulate(t, torch.Generator().manual_seed(3))
+    b = task.simulate(flip, g)
+    torch.testing.assert_close(a, b)
+
+
+def test_gaussian_linear_closed_form_matches_fake_reference(tmp_path: Path) -> None:
+    wheel, _ = _fake_wheel(tmp_path, "gaussian_linear", n_obs=2, seed=5)
+    task = GaussianLinearTask()
+    for ref in load_task(wheel, "gaussian_linear"):
+        mean, var = task.posterior_moments(torch.as_tensor(ref.observation))
+        np.testing.assert_allclose(ref.samples.mean(0), mean.numpy(), atol=0.03)
+        np.testing.assert_allclose(ref.samples.var(0), var, rtol=0.15)
+        s = task.reference_posterior(
+            torch.as_tensor(ref.observation, dtype=torch.float32),
+            4000,
+            torch.Generator().manual_seed(0),
+        )
+        np.testing.assert_allclose(s.mean(0).numpy(), ref.samples.mean(0), atol=0.03)
+    assert var == pytest.approx(0.05)
+
+
+def test_gaussian_mixture_reference_inside_prior() -> None:
+    task = GaussianMixtureTask()
+    s = task.reference_posterior(torch.tensor([9.8, -1.0]), 2000, torch.Generator().manual_seed(0))
+    assert s.shape == (2000, 2)
+    assert float(s.abs().max()) <= 10.0
+
+
+def test_posterior_predictive_check_flags_mismatch(tmp_path: Path) -> None:
+    wheel, _ = _fake_wheel(tmp_path, "gaussian_linear", n_obs=1, seed=2)
+    (ref,) = load_task(wheel, "gaussian_linear")
+    task = GaussianLinearTask()
+    good = posterior_predictive_check(task, ref.samples, ref.observation, n=1000)
+    assert good["knn_pvalue"] > 0.01 and good["mahalanobis_pvalue"] > 0.01
+    bad = posterior_predictive_check(task, ref.samples, ref.observation + 2.0, n=1000)
+    assert bad["knn_pvalue"] < 0.01 and bad["mahalanobis_pvalue"] < 0.01
+
+
+def test_simulations_are_seeded() -> None:
+    from benchmarks.peers.run import simulations
+
+    x1, y1 = simulations("two_moons", 64, seed=3)
+    x2, y2 = simulations("two_moons", 64, seed=3)
+    x3, _ = simulations("two_moons", 64, seed=4)
+    assert x1.shape == y1.shape == (64, 2) and x1.dtype == np.float32
+    np.testing.assert_array_equal(x1, x2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(x1, x3)
+
+
+def test_run_vinaflow_smoke(tmp_path: Path) -> None:
+    from benchmarks.peers.run import run_vinaflow, simulations
+
+    x, y = simulations("gaussian_mixture", 300, seed=0)
+    obs = y[:2]
+    res = run_vinaflow(
+        "nll-cinn", x, y, obs, 50, max_seconds=2.0, steps=20, seed=0, workdir=tmp_path
+    )
+    assert len(res["samples"]) == 2 and res["samples"][0].shape == (50, 2)
+    assert res["train_seconds"] > 0 and res["sample_seconds_per_10k"] > 0
+
+
+@pytest.mark.filterwarnings("ignore:Maximum number of epochs")
+def test_run_sbi_smoke() -> None:
+    pytest.importorskip("sbi")
+    from benchmarks.peers.run import run_sbi, simulations
+
+    x, y = simulations("two_moons", 200, seed=0)
+    res = run_sbi("two_moons", x, y, y[:1], 20, max_epochs=2, seed=0)
+    assert res["samples"][0].shape == (20, 2)
+
+
+def test_speed_floor_matches_flow_matmuls() -> None:
+    from benchmarks.peers.speed import BATCH, DIM, bare_floor, build, measure
+
+    flow = build()
+    floor = bare_floor(flow)
+    shapes = sorted(tuple(m.weight.shape) for m in flow.modules() if isinstance(m, torch.nn.Linear))
+    floor_shapes = sorted(
+        tuple(m.weight.shape) for m in floor.modules() if isinstance(m, torch.nn.Linear)
+    )
+    assert shapes == floor_shapes and len(shapes) == 36
+    assert floor(torch.randn(BATCH, DIM)).shape == (BATCH, DIM)
+    assert measure(lambda: None, 0.01) > 0
