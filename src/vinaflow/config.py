@@ -103,12 +103,23 @@ OBJECTIVE_KEYS = {
 }
 
 TRAINING_TYPES: dict[str, Any] = {
-    "steps": int, "max_seconds": (float, type(None)), "batch_size": int,
-    "lr": (float, type(None)), "critic_lr": (float, type(None)),
-    "critic_steps": (int, type(None)), "lr_schedule": ("constant", "cosine", "step"),
-    "lr_min_factor": float, "weight_decay": float, "grad_clip": (float, type(None)),
-    "val_every": int, "patience": (int, type(None)), "checkpoint_every": int, "seed": int,
-    "progress": bool, "max_retries": int, "retry_lr_factor": float,
+    "steps": int,
+    "max_seconds": (float, type(None)),
+    "batch_size": int,
+    "lr": (float, type(None)),
+    "critic_lr": (float, type(None)),
+    "critic_steps": (int, type(None)),
+    "lr_schedule": ("constant", "cosine", "step"),
+    "lr_min_factor": float,
+    "weight_decay": float,
+    "grad_clip": (float, type(None)),
+    "val_every": int,
+    "patience": (int, type(None)),
+    "checkpoint_every": int,
+    "seed": int,
+    "progress": bool,
+    "max_retries": int,
+    "retry_lr_factor": float,
     "threads": (int, type(None)),
 }
 
@@ -262,8 +273,13 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     merged["model"] = _check_section("model", merged["model"], MODEL_KEYS)
     # Upper bounds keep a typo (blocks: 100000000) from exhausting memory before any
     # error could be shown.
-    limits = {"blocks": 1000, "hidden": 65536, "layers": 100, "latent_dim": 65536,
-              "embedding_dim": 65536}
+    limits = {
+        "blocks": 1000,
+        "hidden": 65536,
+        "layers": 100,
+        "latent_dim": 65536,
+        "embedding_dim": 65536,
+    }
     for key, high in limits.items():
         value = merged["model"].get(key)
         if value is not None and not 1 <= value <= high:
