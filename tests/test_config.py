@@ -69,3 +69,12 @@ def test_load_config_errors(tmp_path) -> None:  # noqa: ANN001
         load_config(None, ["steps=3"])
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["training.steps"])
+
+
+def test_flow_configs_accept_their_own_sections(tmp_path) -> None:  # noqa: ANN001
+    from vinaflow.experiments.generative import load_flow_config
+
+    cfg = load_flow_config(None, ["target.name=two-moons", "training.steps=7"])
+    assert cfg["target"]["name"] == "two-moons" and cfg["training"]["steps"] == 7
+    with pytest.raises(ConfigError, match="section"):
+        load_flow_config(None, ["problem.name=x"])

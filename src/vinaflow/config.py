@@ -23,6 +23,7 @@ __all__ = [
     "SECTIONS",
     "apply_overrides",
     "load_config",
+    "read_config_file",
     "resolve_config",
 ]
 
@@ -155,7 +156,9 @@ def _parse_scalar(text: str) -> Any:
         return text
 
 
-def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+def apply_overrides(
+    config: dict[str, Any], overrides: Sequence[str], sections: Sequence[str] = SECTIONS
+) -> dict[str, Any]:
     """Apply ``section.key=value`` strings (values parsed as YAML scalars/lists)."""
     config = copy.deepcopy(config)
     for item in overrides:
@@ -163,9 +166,9 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
             raise ConfigError(f"--set expects section.key=value, got {item!r}")
         path, value = item.split("=", 1)
         keys = path.strip().split(".")
-        if len(keys) < 2 or keys[0] not in SECTIONS:
+        if len(keys) < 2 or keys[0] not in sections:
             raise ConfigError(
-                f"--set {path!r}: the key must start with a section ({', '.join(SECTIONS)})"
+                f"--set {path!r}: the key must start with a section ({', '.join(sections)})"
             )
         node = config
         for k in keys[:-1]:
@@ -303,18 +306,21 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     return merged
 
 
+def read_config_file(path: str | Path, sections: Sequence[str] = SECTIONS) -> dict[str, Any]:
+    """Read a YAML config file into a mapping, with clear errors (shared by all configs)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {path} must be a mapping with sections {tuple(sections)}")
+    return raw
+
+
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read a YAML file (or the defaults when ``path`` is None), apply overrides, validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config {path} is not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path} must be a mapping with sections {SECTIONS}")
-    raw = apply_overrides(raw, overrides)
-    return resolve_config(raw)
+    raw = read_config_file(path) if path is not None else {}
+    return resolve_config(apply_overrides(raw, overrides))

@@ -145,20 +145,10 @@ def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def load_flow_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Read a flow YAML config (or the defaults), apply ``--set`` overrides, validate."""
-    from vinaflow.config import apply_overrides
+    from vinaflow.config import apply_overrides, read_config_file
 
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"config {path} is not valid YAML: {err}") from err
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config {path} must be a mapping with sections {FLOW_SECTIONS}")
-    return resolve_flow_config(apply_overrides(raw, overrides))
+    raw = read_config_file(path, FLOW_SECTIONS) if path is not None else {}
+    return resolve_flow_config(apply_overrides(raw, overrides, FLOW_SECTIONS))
 
 
 @dataclass
