@@ -21,15 +21,12 @@ __all__ = ["main"]
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vinaflow.config import load_config
-    from vinaflow.experiments.pipeline import run
+    from vinaflow.experiments.pipeline import check_output_dir, run
     from vinaflow.experiments.report import format_metrics_table
 
     cfg = load_config(args.config, args.set or [])
     out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    if (out / "metrics.json").exists() and not (args.resume or args.overwrite):
-        raise ConfigError(
-            f"{out} already holds a finished run; use --overwrite to replace it or another --out"
-        )
+    check_output_dir(out, args.resume, args.overwrite)
     result = run(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(format_metrics_table(result.metrics))
     print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, plots/)")

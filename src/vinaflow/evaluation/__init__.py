@@ -20,12 +20,19 @@ __all__ = [
     "sbc_uniformity_pvalues",
     "expected_coverage",
     "plot_loss_curves",
+    "plot_training_history",
     "plot_posterior_pairs",
     "plot_sbc_histogram",
     "plot_coverage",
 ]
 
-_PLOTS = {"plot_loss_curves", "plot_posterior_pairs", "plot_sbc_histogram", "plot_coverage"}
+_PLOTS = {
+    "plot_loss_curves",
+    "plot_posterior_pairs",
+    "plot_sbc_histogram",
+    "plot_coverage",
+    "plot_training_history",
+}
 
 
 def __getattr__(name: str) -> Any:

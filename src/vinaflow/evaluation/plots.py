@@ -23,7 +23,13 @@ from scipy import stats
 from vinaflow.errors import DataError
 from vinaflow.evaluation.metrics import as_numpy, check_samples
 
-__all__ = ["plot_loss_curves", "plot_posterior_pairs", "plot_sbc_histogram", "plot_coverage"]
+__all__ = [
+    "plot_coverage",
+    "plot_loss_curves",
+    "plot_posterior_pairs",
+    "plot_sbc_histogram",
+    "plot_training_history",
+]
 
 _MAX_SCATTER = 2000
 
@@ -85,6 +91,19 @@ def plot_loss_curves(
     ax.legend()
     ax.grid(alpha=0.3)
     return _save(fig, path)
+
+
+def plot_training_history(
+    history: Mapping[str, Sequence[float]], path: str | os.PathLike[str]
+) -> Path:
+    """Loss curves of a :class:`~vinaflow.training.TrainResult` history.
+
+    Per-step logs are plotted against ``history["step"]``, ``val_loss`` against
+    ``history["val_step"]``.
+    """
+    curves = {k: v for k, v in history.items() if k not in ("step", "val_step") and len(v) > 1}
+    steps = {k: history["val_step"] if k == "val_loss" else history["step"] for k in curves}
+    return plot_loss_curves(curves, path, steps=steps)
 
 
 def plot_posterior_pairs(

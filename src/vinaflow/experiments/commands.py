@@ -39,21 +39,12 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import yaml
-
-    from vinaflow.errors import ConfigError
+    from vinaflow.config import read_config_file
     from vinaflow.experiments.study_report import write_study_report
     from vinaflow.experiments.sweep import Sweep, parse_grid, parse_seeds, run_sweep
 
     path = Path(args.config)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        base = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config {path} is not valid YAML: {err}") from err
-    if not isinstance(base, dict):
-        raise ConfigError(f"config {path} must be a mapping of sections")
+    base = read_config_file(path)
     if args.set:
         from vinaflow.config import apply_overrides
 

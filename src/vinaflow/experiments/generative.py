@@ -462,29 +462,19 @@ def run_flow(
         atomic_write_json(out_dir / "history.json", result.history)
         atomic_write_json(out_dir / "metrics.json", metrics)
         if plots is not None:
-            from vinaflow.evaluation.plots import plot_loss_curves
+            from vinaflow.evaluation.plots import plot_training_history
 
-            curves = {
-                k: v
-                for k, v in result.history.items()
-                if k not in ("step", "val_step") and len(v) > 1
-            }
-            steps = {
-                k: result.history["val_step"] if k == "val_loss" else result.history["step"]
-                for k in curves
-            }
-            plot_loss_curves(curves, plots / "loss_curves.png", steps=steps)
+            plot_training_history(result.history, plots / "loss_curves.png")
         _write_report(out_dir, cfg, metrics)
     return FlowRunResult(cfg, model, target, result, metrics)
 
 
 def _cmd_flow(args: argparse.Namespace) -> int:
+    from vinaflow.experiments.pipeline import check_output_dir
+
     cfg = load_flow_config(args.config, args.set or [])
     out = Path(args.out) if args.out else Path("runs") / time.strftime("flow-%Y%m%d-%H%M%S")
-    if (out / "metrics.json").exists() and not (args.resume or args.overwrite):
-        raise ConfigError(
-            f"{out} already holds a finished run; use --overwrite to replace it or another --out"
-        )
+    check_output_dir(out, args.resume, args.overwrite)
     result = run_flow(cfg, out, resume=args.resume, progress=not args.no_progress)
     print(format_flow_metrics(result.metrics))
     print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, heldout.npz, plots/)")

@@ -41,6 +41,7 @@ from vinaflow.training import (
 
 __all__ = [
     "RunResult",
+    "check_output_dir",
     "build_objective",
     "environment",
     "evaluate_posterior",
@@ -91,6 +92,14 @@ class RunResult:
     problem: Problem
     train: TrainResult
     metrics: dict[str, Any]
+
+
+def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write into a folder that holds a finished run (``metrics.json``)."""
+    if (out / "metrics.json").exists() and not (resume or overwrite):
+        raise ConfigError(
+            f"{out} already holds a finished run; use --overwrite to replace it or another --out"
+        )
 
 
 def environment() -> dict[str, str]:
@@ -473,23 +482,14 @@ def run(
         environment=environment(),
     )
     if out_dir is not None:
-        from vinaflow.evaluation.plots import plot_loss_curves
+        from vinaflow.evaluation.plots import plot_training_history
         from vinaflow.experiments.report import write_run_report
         from vinaflow.models.serialization import save_model
 
         save_model(model, out_dir, extra={"problem": cfg["problem"]})
         atomic_write_json(out_dir / "history.json", result.history)
         if plots is not None:
-            curves = {
-                k: v
-                for k, v in result.history.items()
-                if k not in ("step", "val_step") and len(v) > 1
-            }
-            steps = {
-                k: result.history["val_step"] if k == "val_loss" else result.history["step"]
-                for k in curves
-            }
-            plot_loss_curves(curves, plots / "loss_curves.png", steps=steps)
+            plot_training_history(result.history, plots / "loss_curves.png")
         write_run_report(out_dir, cfg, metrics)
         # Last: metrics.json marks a finished run (the CLI refuses to overwrite it), so
         # a run killed before this point is resumed, not mistaken for a complete one.
