@@ -15,7 +15,12 @@ two subnets ``8 -> 128 -> 128 -> 16`` with SiLU per block, fixed permutations), 
 - ``ratio`` = floor steps/s over flow steps/s (framework overhead; the issue's target is
   at most 1.5);
 - ``sample``: posterior-style inverse passes ``x = T^{-1}(z)`` per second in batches of
-  10,000, under ``torch.no_grad`` and under ``torch.inference_mode``;
+  10,000, under ``torch.no_grad`` and under ``torch.inference_mode``, against the bare
+  subnet chain's forward pass on the same batch (``floor_samples_per_s``);
+- every number is the median of ``--repeats`` alternating measurements (flow, floor,
+  flow, ...), so both sides of a ratio see the same machine load;
+- ``vinaflow.runtime.tune_allocator`` is applied first (as the ``vinaflow`` command does);
+  ``VINAFLOW_NO_MALLOC_TUNING=1`` measures glibc's defaults instead;
 - with ``--compile``, the same with ``torch.compile`` (skipped if compilation fails).
 
 Prints a table and writes ``benchmarks/results/peers_speed.json``.
@@ -30,6 +35,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -102,18 +108,22 @@ def _train_step(model: nn.Module, flow_loss: bool) -> Callable[[], None]:
 
 def _sampler(flow: nn.Module, mode: str, n: int) -> Callable[[], None]:
     z = torch.randn(n, DIM)
-    ctx = torch.inference_mode if mode == "inference_mode" else torch.no_grad
+    ctx = torch.no_grad if mode == "no_grad" else torch.inference_mode
 
     def sample() -> None:
         with ctx():
-            flow(z, rev=True)
+            if mode == "floor":
+                flow(z)
+            else:
+                flow(z, rev=True)
 
     return sample
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 s per measurement")
+    parser.add_argument("--quick", action="store_true", help="0.5 s per measurement")
+    parser.add_argument("--repeats", type=int, default=5, help="alternating repeats (median)")
     parser.add_argument("--seconds", type=float, default=None, help="per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also try torch.compile")
@@ -121,28 +131,52 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=str(Path(__file__).parents[1] / "results" / "peers_speed.json")
     )
     args = parser.parse_args(argv)
-    seconds = args.seconds or (1.0 if args.quick else 5.0)
+    seconds = args.seconds or (0.5 if args.quick else 2.0)
     torch.set_num_threads(args.threads)
+    from vinaflow.runtime import tune_allocator
+
+    rows_tuned = tune_allocator()
     flow = build()
     floor = bare_floor(flow)
-    rows: dict[str, Any] = {}
-    rows["train_steps_per_s"] = measure(_train_step(flow, True), seconds)
-    rows["floor_steps_per_s"] = measure(_train_step(floor, False), seconds)
-    rows["train_overhead_ratio"] = rows["floor_steps_per_s"] / rows["train_steps_per_s"]
     n = 10_000
-    flow.eval()
-    for mode in ("no_grad", "inference_mode"):
-        rows[f"samples_per_s_{mode}"] = n * measure(_sampler(flow, mode, n), seconds)
+    # Flow and floor are measured alternately, ``repeats`` times each, and the median is
+    # kept: on a shared machine the load drifts over seconds, and alternating exposes
+    # both sides of each ratio to the same drift.
+    train, floor_train = _train_step(flow, True), _train_step(floor, False)
+    samplers = {mode: _sampler(flow, mode, n) for mode in ("no_grad", "inference_mode")}
+    floor_sample = _sampler(floor, "floor", n)
+    series: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        series.setdefault("train_steps_per_s", []).append(measure(train, seconds))
+        series.setdefault("floor_steps_per_s", []).append(measure(floor_train, seconds))
+        flow.eval()
+        for mode, sampler in samplers.items():
+            series.setdefault(f"samples_per_s_{mode}", []).append(n * measure(sampler, seconds))
+        series.setdefault("floor_samples_per_s", []).append(n * measure(floor_sample, seconds))
+        flow.train()
+    rows: dict[str, Any] = {k: float(np.median(v)) for k, v in series.items()}
+    rows["allocator_tuned"] = rows_tuned
+    rows["train_overhead_ratio"] = rows["floor_steps_per_s"] / rows["train_steps_per_s"]
+    rows["sample_overhead_ratio"] = (
+        rows["floor_samples_per_s"] / rows["samples_per_s_inference_mode"]
+    )
     if args.compile:
         try:
             t0 = time.perf_counter()
             cflow = torch.compile(flow)
-            rows["compiled_train_steps_per_s"] = measure(
-                _train_step(cflow, True), seconds, warmup=10
+            ctrain = _train_step(cflow, True)
+            for _ in range(10):
+                ctrain()
+            rows["compile_seconds_train"] = time.perf_counter() - t0
+            compiled = [measure(ctrain, seconds) for _ in range(args.repeats)]
+            rows["compiled_train_steps_per_s"] = float(np.median(compiled))
+            rows["compiled_train_overhead_ratio"] = (
+                rows["floor_steps_per_s"] / rows["compiled_train_steps_per_s"]
             )
-            rows["compiled_samples_per_s"] = n * measure(
-                _sampler(cflow, "inference_mode", n), seconds, warmup=5
-            )
+            cflow.eval()
+            csample = _sampler(cflow, "inference_mode", n)
+            compiled = [n * measure(csample, seconds, warmup=5) for _ in range(args.repeats)]
+            rows["compiled_samples_per_s"] = float(np.median(compiled))
             rows["compile_seconds_total"] = time.perf_counter() - t0
         except Exception as err:  # noqa: BLE001 - compile support varies by platform
             rows["compile_error"] = f"{type(err).__name__}: {str(err)[:300]}"
@@ -166,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
                 "batch": BATCH,
                 "threads": args.threads,
                 "seconds": seconds,
+                "repeats": args.repeats,
             },
             "results": rows,
             "environment": environment(),

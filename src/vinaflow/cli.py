@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from vinaflow.errors import ConfigError, DataError, VinaflowError
+from vinaflow.runtime import tune_allocator
 
 __all__ = ["main"]
 
@@ -165,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    tune_allocator()
     try:
         return int(args.func(args) or 0)
     except VinaflowError as err:

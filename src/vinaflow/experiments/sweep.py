@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from vinaflow.errors import ConfigError, DataError, VinaflowError
+from vinaflow.runtime import tune_allocator
 
 __all__ = [
     "Axis",
@@ -347,6 +348,7 @@ def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
     from vinaflow.experiments.pipeline import run
 
     torch.set_num_threads(1)
+    tune_allocator()  # idempotent; Ray workers do not run the pool initializer
     t0 = time.perf_counter()
     rec: dict[str, Any] = {
         "id": payload["id"],
@@ -387,6 +389,7 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
+    tune_allocator()
 
 
 # -- backends ----------------------------------------------------------------------------
