@@ -128,7 +128,7 @@ def bench_config(name: str, quick: bool) -> dict[str, Any]:
     return row
 
 
-def bench_ray(n_runs: int = 4) -> dict[str, Any]:
+def bench_ray(n_runs: int = 8) -> dict[str, Any]:
     """Wall time of the same small sweep with 1 and 2 workers on one local Ray instance."""
     import ray
 

@@ -87,7 +87,12 @@ def _cmd_study(args: argparse.Namespace) -> int:
         # Flow studies train unconditional flows, not run() configs: their own runner.
         seeds = parse_seeds(args.seeds) if args.seeds else None
         report = run_study(
-            args.name, args.out, seeds=seeds, quick=args.quick, log=None if args.quiet else print
+            args.name,
+            args.out,
+            seeds=seeds,
+            quick=args.quick,
+            log=None if args.quiet else print,
+            workers=args.workers,
         )
         print(f"wrote {report}")
         return 0

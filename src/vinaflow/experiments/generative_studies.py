@@ -33,6 +33,7 @@ import torch
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.experiments.generative import evaluate_flow, fit_flow, plot_samples
 from vinaflow.problems.targets import make_target
+from vinaflow.runtime import tune_allocator
 from vinaflow.training.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["GENERATIVE_STUDIES", "run_study", "write_generative_report"]
@@ -206,14 +207,39 @@ def _load(out: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path} is damaged ({err.msg}); remove it to start over") from err
 
 
+def _execute(name: str, p: Mapping[str, Any], seed: int, quick: bool) -> tuple[dict, Any]:
+    """One run of study ``name`` (top level so that worker processes can pickle it)."""
+    torch.set_num_threads(1)
+    tune_allocator()
+    t0 = time.perf_counter()
+    try:
+        metrics, demo = GENERATIVE_STUDIES[name]["run"](p, seed, quick)
+        rec = {"label": _label(p), "params": p, "seed": seed, "status": "ok", "metrics": metrics}
+    except (DataError, ConfigError, RuntimeError) as err:  # a failed run is a result
+        rec = {"label": _label(p), "params": p, "seed": seed, "status": "failed",
+               "error": f"{type(err).__name__}: {err}"}  # fmt: skip
+        demo = None
+    rec["wall_seconds"] = time.perf_counter() - t0
+    if demo is not None:
+        demo = tuple(d.numpy() for d in demo)
+    return rec, demo
+
+
 def run_study(
     name: str,
     out: str | Path,
     seeds: Sequence[int] | None = None,
     quick: bool = False,
     log: Callable[[str], None] | None = print,
+    workers: int | None = None,
 ) -> Path:
-    """Run (or resume) study ``name`` into ``out`` and write its report; returns report path."""
+    """Run (or resume) study ``name`` into ``out`` and write its report; returns report path.
+
+    Runs are spread over ``workers`` processes (default: one per available core, each
+    with one torch thread); every finished run is appended to ``results.jsonl`` at once.
+    """
+    from vinaflow.experiments.sweep import default_workers
+
     if name not in GENERATIVE_STUDIES:
         raise ConfigError(f"unknown study {name!r}; available: {', '.join(GENERATIVE_STUDIES)}")
     spec = GENERATIVE_STUDIES[name]
@@ -225,32 +251,50 @@ def run_study(
     atomic_write_json(out / "study.json", {**meta, "grid": grid})
     records = _load(out)
     done = {(r["label"], r["seed"]) for r in records}
-    torch.set_num_threads(1)
+    todo = [
+        (i, p, seed) for i, p in enumerate(grid) for seed in seeds if (_label(p), seed) not in done
+    ]
     total = len(grid) * len(seeds)
-    for i, p in enumerate(grid):
-        for seed in seeds:
-            lab = _label(p)
-            if (lab, seed) in done:
-                continue
-            t0 = time.perf_counter()
+
+    def record(i: int, seed: int, rec: dict[str, Any], demo: Any) -> None:
+        records.append(rec)
+        atomic_write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
+        if demo is not None and seed == seeds[0]:
+            with atomic_path(out / "samples" / f"{i}.npz", suffix=".npz") as tmp:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, data=demo[0], model=demo[1])
+        if log is not None:
+            msg = ", ".join(f"{k}={v:.4g}" for k, v in rec.get("metrics", {}).items())
+            log(f"[{len(records)}/{total}] {name} {rec['label']} seed={seed}: "
+                f"{msg or rec.get('error')}")  # fmt: skip
+
+    workers = default_workers() if workers is None else max(1, int(workers))
+    if workers == 1 or len(todo) <= 1:
+        threads = torch.get_num_threads()
+        try:
+            for i, p, seed in todo:
+                record(i, seed, *_execute(name, p, seed, quick))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+        # spawn: forking a process that holds torch's thread pools can deadlock.
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            pending = {
+                pool.submit(_execute, name, p, seed, quick): (i, seed) for i, p, seed in todo
+            }
             try:
-                metrics, demo = spec["run"](p, seed, quick)
-                rec = {"label": lab, "params": p, "seed": seed, "status": "ok", "metrics": metrics}
-            except (DataError, ConfigError, RuntimeError) as err:  # a failed run is a result
-                rec = {"label": lab, "params": p, "seed": seed, "status": "failed",
-                       "error": f"{type(err).__name__}: {err}"}  # fmt: skip
-                demo = None
-            rec["wall_seconds"] = time.perf_counter() - t0
-            records.append(rec)
-            text = "".join(json.dumps(r) + "\n" for r in records)
-            atomic_write_text(out / RESULTS, text)
-            if demo is not None and seed == seeds[0]:
-                with atomic_path(out / "samples" / f"{i}.npz", suffix=".npz") as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez(fh, data=demo[0].numpy(), model=demo[1].numpy())
-            if log is not None:
-                msg = ", ".join(f"{k}={v:.4g}" for k, v in rec.get("metrics", {}).items())
-                log(f"[{len(records)}/{total}] {name} {lab} seed={seed}: {msg or rec.get('error')}")
+                while pending:
+                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for fut in finished:
+                        i, seed = pending.pop(fut)
+                        record(i, seed, *fut.result())
+            except BaseException:
+                for fut in pending:
+                    fut.cancel()
+                raise
     return write_generative_report(out)
 
 
