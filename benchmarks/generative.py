@@ -12,10 +12,12 @@ report.md, plots/) and ``benchmarks/results/generative[_quick].json``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from vinaflow.experiments.generative_studies import GENERATIVE_STUDIES, run_study
+from vinaflow.experiments.generative_studies import GENERATIVE_STUDIES, run_study, study_summary
+from vinaflow.experiments.pipeline import environment
 from vinaflow.training.io import atomic_write_json
 
 RESULTS = Path(__file__).parent / "results"
@@ -26,17 +28,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer grid points and seeds")
     parser.add_argument("--study", action="append", choices=list(GENERATIVE_STUDIES))
     parser.add_argument("--seeds", help="comma-separated seeds (default: the study's)")
+    parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     summary = {}
     for name in args.study or list(GENERATIVE_STUDIES):
         out = RESULTS / (f"study-{name}" + ("-quick" if args.quick else ""))
-        report = run_study(name, out, seeds=seeds, quick=args.quick)
+        report = run_study(name, out, seeds=seeds, quick=args.quick, workers=args.workers)
         print(report.read_text(encoding="utf-8").split("![")[0])
-        summary[name] = str(out)
-    atomic_write_json(
-        RESULTS / ("generative_quick.json" if args.quick else "generative.json"), summary
-    )
+        summary[name] = {"directory": str(out.relative_to(RESULTS)), "rows": study_summary(out)}
+    path = RESULTS / ("generative_quick.json" if args.quick else "generative.json")
+    previous = json.loads(path.read_text()) if path.is_file() else {}
+    atomic_write_json(path, {**previous, **summary, "environment": environment()})
     return 0
 
 

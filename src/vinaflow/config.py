@@ -122,6 +122,7 @@ TRAINING_TYPES: dict[str, Any] = {
     "max_retries": int,
     "retry_lr_factor": float,
     "threads": (int, type(None)),
+    "compile": bool,
 }
 
 EVALUATION_KEYS = {

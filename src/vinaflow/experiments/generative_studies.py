@@ -36,7 +36,7 @@ from vinaflow.problems.targets import make_target
 from vinaflow.runtime import tune_allocator
 from vinaflow.training.io import atomic_path, atomic_write_json, atomic_write_text
 
-__all__ = ["GENERATIVE_STUDIES", "run_study", "write_generative_report"]
+__all__ = ["GENERATIVE_STUDIES", "run_study", "study_summary", "write_generative_report"]
 
 RESULTS = "results.jsonl"
 
@@ -296,6 +296,13 @@ def run_study(
                     fut.cancel()
                 raise
     return write_generative_report(out)
+
+
+def study_summary(directory: str | Path) -> list[dict[str, Any]]:
+    """Per grid point of a flow study in ``directory``: runs, failures, (mean, std, n)."""
+    d = Path(directory)
+    meta = json.loads((d / "study.json").read_text(encoding="utf-8"))
+    return _summary(_load(d), GENERATIVE_STUDIES[meta["study"]]["metrics"])
 
 
 def _summary(records: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:

@@ -377,8 +377,11 @@ def pr_divergence(lam: float) -> FDivergence:
     r"""Precision-Recall divergence :math:`D_\lambda` of Verine et al. (NeurIPS 2023).
 
     :math:`f_\lambda(u) = \max(\lambda u, 1) - \max(\lambda, 1)`, so
-    :math:`D_\lambda(P\|Q) = \int \max(\lambda p, q) - \max(\lambda, 1)`; larger
-    :math:`\lambda` weighs recall, smaller weighs precision.
+    :math:`D_\lambda(P\|Q) = \int \max(\lambda p, q) - \max(\lambda, 1)
+    = \min(\lambda, 1) - \int \min(\lambda p, q)`; minimising it maximises the PRD
+    precision :math:`\alpha_\lambda = \int \min(\lambda p, q)` (P = data, Q = model), so a
+    larger :math:`\lambda` weighs precision (no model mass off the data) and a smaller one
+    recall (every data region covered).
 
     Conjugate (sup over :math:`u \ge 0` of :math:`tu - f_\lambda(u)`; the function is
     piecewise linear with a kink at :math:`u = 1/\lambda`, slopes 0 and :math:`\lambda`):
