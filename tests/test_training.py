@@ -177,3 +177,26 @@ def test_early_stopping_restores_best() -> None:
     result = Trainer(cfg).fit(model, NLLObjective(), x, y, x[:100], y[:100])
     assert result.stopped == "early_stopping"
     assert result.steps < 5000
+
+
+def test_compiled_training_matches_eager_and_is_undone() -> None:
+    # torch.compile must not change what is learned (same seed, same batches: the same
+    # parameters up to float reassociation), must keep parameter names, and must leave
+    # the model uncompiled for sampling.
+    _, x, y = _data(600)
+    results = {}
+    for compile_ in (False, True):
+        model = ConditionalINN(dim_x=2, dim_y=1, blocks=2, hidden=16)
+        torch.manual_seed(0)
+        for p in model.parameters():
+            p.data.normal_(0, 0.05)
+        model.fit_normalization(x, y)
+        cfg = TrainingConfig(steps=30, batch_size=64, progress=False, compile=compile_)
+        Trainer(cfg).fit(
+            model, CompositeObjective([(NLLObjective(), 1.0)]), model.x_norm(x), model.y_norm(y)
+        )
+        results[compile_] = model.state_dict()
+        assert all(getattr(m, "_compiled_call_impl", None) is None for m in model.modules())
+    assert results[True].keys() == results[False].keys()
+    for k, v in results[False].items():
+        torch.testing.assert_close(results[True][k], v, atol=1e-4, rtol=1e-3)

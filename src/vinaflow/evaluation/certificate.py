@@ -58,6 +58,7 @@ __all__ = [
     "LABEL",
     "CertificateConfig",
     "FEATURES",
+    "GaussianOffset",
     "certificate_for_run",
     "certify_flow",
     "certify_posterior",
@@ -98,6 +99,9 @@ class CertificateConfig:
     bootstrap: int = 1000
     level: float = 0.95
     seed: int = 0
+    #: Start the critic at the Gaussian-fit critic (:class:`GaussianOffset`) when it beats
+    #: the null critic on validation; the MLP learns the residual.
+    gaussian_offset: bool = True
 
     def __post_init__(self) -> None:
         checks = {
@@ -145,9 +149,75 @@ def _as_tensor(name: str, a: Any) -> Tensor:
     return t
 
 
-def _terms(critic: Critic, div: FDivergence, p: Tensor, q: Tensor) -> tuple[Tensor, Tensor]:
+def _terms(
+    critic: Critic,
+    div: FDivergence,
+    p: Tensor,
+    q: Tensor,
+    offset: GaussianOffset | None = None,
+) -> tuple[Tensor, Tensor]:
     with torch.no_grad():
-        return div.g(critic(p)), div.f_star_g(critic(q))
+        vp, vq = critic(p), critic(q)
+        if offset is not None:
+            vp, vq = vp + offset(p), vq + offset(q)
+        return div.g(vp), div.f_star_g(vq)
+
+
+#: Members whose estimator stays well-behaved from the Gaussian start. Reverse KL and
+#: Pearson weigh P's tails by q/p (resp. Q's by p/q); from the Gaussian critic of two
+#: unit Gaussians 2 apart the held-out reverse-KL value was -1.7 (tests/test_certificate.py).
+_OFFSET_DIVERGENCES = ("kl", "js", "hellinger", "gan")
+
+
+class GaussianOffset:
+    r"""Fixed critic part from Gaussian fits of P and Q: the optimal critic of two Gaussians.
+
+    With moments :math:`(\mu_P, \Sigma_P)` and :math:`(\mu_Q, \Sigma_Q)` of the
+    critic-training samples, :math:`\hat\ell(u) = \log N(u; \mu_P, \Sigma_P) -
+    \log N(u; \mu_Q, \Sigma_Q)` estimates :math:`\log dP/dQ` from
+    :math:`O(d^2)` numbers, and the raw output with :math:`g_f(v) = f'(e^{\hat\ell})` is
+    the critic that would be optimal if both were Gaussian. The MLP critic then learns
+    only the residual, and the offset is kept only if it beats the null critic on the
+    validation slice. Measured on gaussian-linear with 200k held-out pairs: a cINN with
+    exact KL 0.0059 was estimated at 0.0006 without it and 0.0016 with it; an
+    over-dispersed posterior (exact 0.190) at 0.177 and 0.180.
+    """
+
+    def __init__(self, p: Tensor, q: Tensor, divergence: FDivergence, ridge: float = 1e-6):
+        self.divergence = divergence
+        self.p = self._moments(p.double(), ridge)
+        self.q = self._moments(q.double(), ridge)
+
+    @staticmethod
+    def _moments(u: Tensor, ridge: float) -> tuple[Tensor, Tensor, Tensor]:
+        mean = u.mean(0)
+        cov = torch.cov(u.T).reshape(u.shape[1], u.shape[1])
+        cov = cov + ridge * torch.eye(u.shape[1], dtype=u.dtype)
+        chol = torch.linalg.cholesky(cov)
+        return mean, chol, 2.0 * chol.diagonal().log().sum()
+
+    @staticmethod
+    def _log_density(u: Tensor, moments: tuple[Tensor, Tensor, Tensor]) -> Tensor:
+        mean, chol, logdet = moments
+        w = torch.linalg.solve_triangular(chol, (u - mean).T, upper=False)
+        return -0.5 * (w.square().sum(0) + logdet)
+
+    def log_ratio(self, u: Tensor) -> Tensor:
+        r""":math:`\hat\ell(u)` (float64)."""
+        u = u.double()
+        return self._log_density(u, self.p) - self._log_density(u, self.q)
+
+    def __call__(self, u: Tensor) -> Tensor:
+        """Raw critic output ``v`` with ``g_f(v) = f'(exp(log_ratio(u)))`` (by bisection)."""
+        div = self.divergence
+        target = div.f_prime(self.log_ratio(u).clamp(-30.0, 30.0).exp())
+        lo = torch.full_like(target, -30.0)
+        hi = torch.full_like(target, 30.0)
+        for _ in range(60):  # g_f is increasing; its range caps extreme ratios
+            mid = 0.5 * (lo + hi)
+            below = div.g(mid) < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return (0.5 * (lo + hi)).to(u.dtype)
 
 
 def _null_output(div: FDivergence) -> float:
@@ -167,8 +237,12 @@ def _null_output(div: FDivergence) -> float:
 
 def fit_critic(
     p: Tensor, q: Tensor, divergence: FDivergence, config: CertificateConfig
-) -> tuple[Critic, dict[str, Any]]:
-    """Fit a fresh critic on ``(p, q)`` (standardised), early-stopped on a validation slice."""
+) -> tuple[Critic, GaussianOffset | None, dict[str, Any]]:
+    """Fit a fresh critic on ``(p, q)`` (standardised), early-stopped on a validation slice.
+
+    Returns the critic, the fixed :class:`GaussianOffset` added to its raw output (or
+    ``None``) and diagnostics.
+    """
     g = torch.Generator().manual_seed(config.seed)
     n_p, n_q = p.shape[0], q.shape[0]
     vp, vq = max(1, int(config.val_fraction * n_p)), max(1, int(config.val_fraction * n_q))
@@ -190,25 +264,42 @@ def fit_critic(
     opt = torch.optim.Adam(critic.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     bs = min(config.batch_size, p_tr.shape[0], q_tr.shape[0])
     a, b = _terms(critic, divergence, p_val, q_val)
-    best, best_state, best_step, stale, step = (
-        float(a.mean() - b.mean()),
-        copy.deepcopy(critic.state_dict()),
-        0,
-        0,
-        0,
-    )
+    best = float(a.mean() - b.mean())
+    offset = None
+    offset_val = None
+    if config.gaussian_offset and divergence.name in _OFFSET_DIVERGENCES:
+        try:
+            candidate = GaussianOffset(p_tr, q_tr, divergence)
+        except torch.linalg.LinAlgError:  # degenerate samples: no Gaussian fit
+            candidate = None
+        if candidate is not None:
+            with torch.no_grad():
+                last.bias.zero_()
+            a, b = _terms(critic, divergence, p_val, q_val, candidate)
+            offset_val = float(a.mean() - b.mean())
+            if offset_val > best:
+                best, offset = offset_val, candidate
+            else:
+                with torch.no_grad():
+                    last.bias.fill_(_null_output(divergence))
+    off_p = offset(p_tr) if offset is not None else None
+    off_q = offset(q_tr) if offset is not None else None
+    best_state, best_step, stale, step = copy.deepcopy(critic.state_dict()), 0, 0, 0
     t0 = time.perf_counter()
     for step in range(1, config.steps + 1):
         ip = torch.randint(0, p_tr.shape[0], (bs,), generator=g)
         iq = torch.randint(0, q_tr.shape[0], (bs,), generator=g)
-        a, b = divergence.g(critic(p_tr[ip])), divergence.f_star_g(critic(q_tr[iq]))
+        vp, vq = critic(p_tr[ip]), critic(q_tr[iq])
+        if off_p is not None and off_q is not None:
+            vp, vq = vp + off_p[ip], vq + off_q[iq]
+        a, b = divergence.g(vp), divergence.f_star_g(vq)
         loss = -(a.mean() - b.mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(critic.parameters(), 10.0)
         opt.step()
         if step % config.eval_every == 0 or step == config.steps:
-            a, b = _terms(critic, divergence, p_val, q_val)
+            a, b = _terms(critic, divergence, p_val, q_val, offset)
             val = float(a.mean() - b.mean())
             if val > best:
                 best, best_state, best_step, stale = (
@@ -229,8 +320,10 @@ def fit_critic(
         "critic_best_step": best_step,
         "critic_val_bound": best,
         "critic_seconds": time.perf_counter() - t0,
+        "gaussian_offset_val_bound": offset_val,
+        "gaussian_offset_used": offset is not None,
     }
-    return critic, info
+    return critic, offset, info
 
 
 def certify_samples(
@@ -281,8 +374,8 @@ def certify_samples(
     n_test_q = int(cfg.test_fraction * qt.shape[0])
     p_test, p_fit = pt[perm_p[:n_test_p]], pt[perm_p[n_test_p:]]
     q_test, q_fit = qt[perm_q[:n_test_q]], qt[perm_q[n_test_q:]]
-    critic, info = fit_critic(p_fit, q_fit, div, cfg)
-    a, b = _terms(critic, div, p_test, q_test)
+    critic, offset, info = fit_critic(p_fit, q_fit, div, cfg)
+    a, b = _terms(critic, div, p_test, q_test, offset)
     a64, b64 = a.double().numpy(), b.double().numpy()
     estimate = float(a64.mean() - b64.mean())
     se = float(math.sqrt(a64.var(ddof=1) / len(a64) + b64.var(ddof=1) / len(b64)))
