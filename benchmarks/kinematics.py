@@ -69,6 +69,14 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], float | None]] = {
         },
         None,
     ),
+    "fdiv-kl-backward-long": (
+        "variational KL, backward (posterior) loss, 8000 steps (5x the paper's budget)",
+        {
+            "objective": {"name": "fdiv", "divergence": "kl", "direction": "backward"},
+            "training": {"steps": 8000, "max_seconds": 1500},
+        },
+        0.03,
+    ),
     "fdiv-kl-forward": (
         "variational KL, forward (latent) loss, y-fit weight 200",
         {
