@@ -15,7 +15,6 @@ under a minute. The best of ``--repeats`` runs is reported, since the machine ma
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import time
@@ -23,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from vinaflow.training.io import atomic_write_json
 
 __all__ = ["main", "measure"]
 
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     return result
 

@@ -10,7 +10,6 @@ half-written figure, and returns ``path``.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,18 +34,14 @@ _MAX_SCATTER = 2000
 
 
 def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    # The shared atomic writer: temporary name, fsync, os.replace (a crash leaves the old
+    # plot or the new one, never half a PNG).
+    from vinaflow.training.io import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     FigureCanvasAgg(fig)
-    fd, tmp = tempfile.mkstemp(suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, suffix=".png") as tmp, open(tmp, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
     return path
 
 
