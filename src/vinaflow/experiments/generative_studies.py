@@ -33,7 +33,6 @@ import torch
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.experiments.generative import evaluate_flow, fit_flow, plot_samples
 from vinaflow.problems.targets import make_target
-from vinaflow.runtime import tune_allocator
 from vinaflow.training.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["GENERATIVE_STUDIES", "run_study", "study_summary", "write_generative_report"]
@@ -207,10 +206,9 @@ def _load(out: Path) -> list[dict[str, Any]]:
         raise DataError(f"{path} is damaged ({err.msg}); remove it to start over") from err
 
 
-def _execute(name: str, p: Mapping[str, Any], seed: int, quick: bool) -> tuple[dict, Any]:
-    """One run of study ``name`` (top level so that worker processes can pickle it)."""
-    torch.set_num_threads(1)
-    tune_allocator()
+def _execute(task: tuple[str, int, Mapping[str, Any], int, bool]) -> tuple[int, dict, Any]:
+    """Run ``(name, index, params, seed, quick)``; returns ``(index, record, demo)``."""
+    name, i, p, seed, quick = task
     t0 = time.perf_counter()
     try:
         metrics, demo = GENERATIVE_STUDIES[name]["run"](p, seed, quick)
@@ -222,7 +220,7 @@ def _execute(name: str, p: Mapping[str, Any], seed: int, quick: bool) -> tuple[d
     rec["wall_seconds"] = time.perf_counter() - t0
     if demo is not None:
         demo = tuple(d.numpy() for d in demo)
-    return rec, demo
+    return i, rec, demo
 
 
 def run_study(
@@ -238,7 +236,7 @@ def run_study(
     Runs are spread over ``workers`` processes (default: one per available core, each
     with one torch thread); every finished run is appended to ``results.jsonl`` at once.
     """
-    from vinaflow.experiments.sweep import default_workers
+    from vinaflow.experiments.sweep import default_workers, run_in_processes
 
     if name not in GENERATIVE_STUDIES:
         raise ConfigError(f"unknown study {name!r}; available: {', '.join(GENERATIVE_STUDIES)}")
@@ -256,7 +254,9 @@ def run_study(
     ]
     total = len(grid) * len(seeds)
 
-    def record(i: int, seed: int, rec: dict[str, Any], demo: Any) -> None:
+    def record(result: tuple[int, dict[str, Any], Any]) -> None:
+        i, rec, demo = result
+        seed = rec["seed"]
         records.append(rec)
         atomic_write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
         if demo is not None and seed == seeds[0]:
@@ -269,32 +269,14 @@ def run_study(
                 f"{msg or rec.get('error')}")  # fmt: skip
 
     workers = default_workers() if workers is None else max(1, int(workers))
-    if workers == 1 or len(todo) <= 1:
-        threads = torch.get_num_threads()
-        try:
-            for i, p, seed in todo:
-                record(i, seed, *_execute(name, p, seed, quick))
-        finally:
-            torch.set_num_threads(threads)
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-        # spawn: forking a process that holds torch's thread pools can deadlock.
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            pending = {
-                pool.submit(_execute, name, p, seed, quick): (i, seed) for i, p, seed in todo
-            }
-            try:
-                while pending:
-                    finished, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for fut in finished:
-                        i, seed = pending.pop(fut)
-                        record(i, seed, *fut.result())
-            except BaseException:
-                for fut in pending:
-                    fut.cancel()
-                raise
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the workers: small flows train fastest on one thread
+    try:
+        run_in_processes(
+            _execute, [(name, i, p, seed, quick) for i, p, seed in todo], workers, record
+        )
+    finally:
+        torch.set_num_threads(threads)
     return write_generative_report(out)
 
 

@@ -401,10 +401,21 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _run_local(payloads: list[dict[str, Any]], workers: int, on_done: Callable) -> None:
+def run_in_processes(
+    fn: Callable[[Any], Any],
+    payloads: Sequence[Any],
+    workers: int,
+    on_done: Callable[[Any], None],
+) -> None:
+    """``on_done(fn(p))`` for every payload, in completion order, on ``workers`` processes.
+
+    One worker (or one payload) runs in this process. ``fn`` must be importable at top
+    level (spawned workers pickle it); each worker gets one torch thread and the tuned
+    allocator.
+    """
     if workers <= 1 or len(payloads) == 1:
         for p in payloads:
-            on_done(execute_task(p))
+            on_done(fn(p))
         return
     import multiprocessing as mp
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -412,7 +423,7 @@ def _run_local(payloads: list[dict[str, Any]], workers: int, on_done: Callable) 
     # spawn: forking a process that holds torch's thread pools can deadlock.
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-        pending = {pool.submit(execute_task, p) for p in payloads}
+        pending = {pool.submit(fn, p) for p in payloads}
         try:
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
@@ -604,7 +615,7 @@ def run_sweep(
 
     if todo:
         if backend == "local":
-            _run_local(payloads, n_workers or 1, on_done)
+            run_in_processes(execute_task, payloads, n_workers or 1, on_done)
         else:
             _run_ray(payloads, workers, ray_address, on_done)
     if progress and todo:

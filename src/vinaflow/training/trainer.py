@@ -90,14 +90,10 @@ def _compile_blocks(model: nn.Module) -> list[nn.Module]:
     on the outermost invertible blocks of ``model``; returns them."""
     from vinaflow.blocks.base import InvertibleBlock
 
-    done: list[nn.Module] = []
-    for module in model.modules():
-        if isinstance(module, InvertibleBlock) and not any(
-            module in set(outer.modules()) for outer in done
-        ):
-            module.compile()
-            done.append(module)
-    return done
+    if isinstance(model, InvertibleBlock):
+        model.compile()
+        return [model]
+    return [block for child in model.children() for block in _compile_blocks(child)]
 
 
 @dataclass
