@@ -173,3 +173,62 @@ def test_ocean_acoustics_bank(tmp_path: Path) -> None:
     assert (info["dim_x"], info["dim_y"]) == (2, 70)
     problem = make_problem({"bank": str(out)})
     assert problem.source is not None and problem.source.name == "ocean-acoustics"
+
+
+def test_bank_keeps_noise_free_observations_for_noise_augmentation(tmp_path: Path) -> None:
+    out = tmp_path / "bank.npz"
+    simulate_bank(GL, 3000, out, chunk_size=1000, seed=2, progress=False)
+    a = _arrays(out)
+    # y - y_clean is the problem's noise: N(0, 0.2^2) in every entry
+    resid = (a["y"] - a["y_clean"]) / 0.2
+    assert abs(resid.mean()) < 0.05 and abs(resid.std() - 1.0) < 0.05
+    problem = make_problem(GL)
+    A = problem.A.numpy()
+    assert np.allclose(a["y_clean"], a["x"] @ A.T, atol=1e-5)
+    bank_problem = make_problem({"bank": str(out)})
+    assert np.allclose(bank_problem.observation_noise_std.numpy(), 0.2)
+
+    from vinaflow.config import resolve_config
+    from vinaflow.experiments.pipeline import run
+
+    cfg = resolve_config(
+        {
+            "problem": {"bank": str(out)},
+            "model": {"kind": "cinn", "blocks": 2, "hidden": 16},
+            "training": {"steps": 30, "noise_augmentation": True, "progress": False},
+            "evaluation": {
+                "num_observations": 2,
+                "num_samples": 100,
+                "num_calibration": 0,
+                "plots": False,
+                "certificate": False,
+            },
+        }
+    )
+    assert run(cfg, progress=False).train.steps == 30
+
+    # A user bank without y_clean cannot be noise-augmented: say which array is missing.
+    plain = tmp_path / "plain.npz"
+    np.savez(plain, x=a["x"], y=a["y"], problem=a["problem"])
+    with pytest.raises(ConfigError, match="y_clean"):
+        run({**cfg, "problem": {"bank": str(plain)}}, progress=False)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=a["x"], y=a["y"], y_clean=a["y_clean"][:, :1])
+    with pytest.raises(DataError, match="y_clean"):
+        load_bank(bad)
+
+
+def test_noise_augmentation_needs_an_additive_noise_model(tmp_path: Path) -> None:
+    from vinaflow.config import resolve_config
+    from vinaflow.experiments.pipeline import run
+
+    cfg = resolve_config(
+        {
+            "problem": {"name": "kinematics", "num_simulations": 500},
+            "model": {"kind": "cinn", "blocks": 1, "hidden": 8},
+            "training": {"steps": 5, "noise_augmentation": True, "progress": False},
+            "evaluation": {"num_observations": 1, "num_samples": 10, "plots": False},
+        }
+    )
+    with pytest.raises(ConfigError, match="noise_augmentation.*not additive Gaussian"):
+        run(cfg, progress=False)

@@ -47,8 +47,9 @@ def _fit(
     resume: bool = False,
     crash_at: int | None = None,
     critic: bool = True,
+    noise: bool = False,
 ):  # noqa: ANN001, ANN202
-    _, x, y = _data(1000)
+    problem, x, y = _data(1000)
     torch.manual_seed(0)
     model = JointINN(dim_x=2, dim_y=1, latent_dim=2, blocks=2, hidden=16, seed=0)
     model.fit_normalization(x, y)
@@ -77,20 +78,65 @@ def _fit(
 
         trainer._update = crashing
     xs, ys = model.x_norm(x), model.y_norm(y)
-    trainer.fit(model, objective, xs, ys, xs[:200], ys[:200], checkpoint=checkpoint, resume=resume)
+    train_y, std = ys, None
+    if noise:  # noise augmentation: fresh noise per batch must replay exactly on resume
+        train_y = model.y_norm(problem.simulate_noise_free(x))
+        std = problem.observation_noise_std / model.y_norm.std
+    trainer.fit(
+        model,
+        objective,
+        xs,
+        train_y,
+        xs[:200],
+        ys[:200],
+        checkpoint=checkpoint,
+        resume=resume,
+        y_noise_std=std,
+    )
     return model, objective
 
 
-def test_resume_is_bit_identical(tmp_path) -> None:  # noqa: ANN001
-    ref_model, ref_obj = _fit(80)
+@pytest.mark.parametrize("noise", [False, True])
+def test_resume_is_bit_identical(tmp_path, noise: bool) -> None:  # noqa: ANN001
+    ref_model, ref_obj = _fit(80, noise=noise)
     ckpt = tmp_path / "ckpt.pt"
     with pytest.raises(KeyboardInterrupt):
-        _fit(80, checkpoint=ckpt, crash_at=60)  # last checkpoint at step 50
-    model, obj = _fit(80, checkpoint=ckpt, resume=True)
+        _fit(80, checkpoint=ckpt, crash_at=60, noise=noise)  # last checkpoint at step 50
+    model, obj = _fit(80, checkpoint=ckpt, resume=True, noise=noise)
     for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(ref_obj.state_dict().values(), obj.state_dict().values(), strict=True):
         assert torch.equal(a, b)
+
+
+def test_noise_augmentation_prevents_overfitting_a_small_bank() -> None:
+    """150 simulations: with fixed noise the cINN memorises them; fresh noise per batch
+    keeps the held-out likelihood close to the training one."""
+    problem, x, y = _data(150, seed=3)
+    _, x_val, y_val = _data(4000, seed=4)
+    clean = problem.simulate_noise_free(x)
+    losses = {}
+    for augment in (False, True):
+        model = ConditionalINN(dim_x=2, dim_y=1, blocks=4, hidden=128, seed=0)
+        model.fit_normalization(x, y)
+        cfg = TrainingConfig(steps=1500, batch_size=150, lr=3e-3, progress=False)
+        train_y = model.y_norm(clean if augment else y)
+        std = problem.observation_noise_std / model.y_norm.std if augment else None
+        Trainer(cfg).fit(model, NLLObjective(), model.x_norm(x), train_y, y_noise_std=std)
+        with torch.no_grad():
+            losses[augment] = float(model.nll(model.x_norm(x_val), model.y_norm(y_val)).mean())
+    assert losses[True] < losses[False] - 0.1, losses
+
+
+def test_noise_augmentation_rejects_bad_scales() -> None:
+    _, x, y = _data(100)
+    model = ConditionalINN(dim_x=2, dim_y=1, blocks=1, hidden=8)
+    from vinaflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="y_noise_std"):
+        Trainer(TrainingConfig(steps=2, progress=False)).fit(
+            model, NLLObjective(), x, y, y_noise_std=torch.tensor([0.1, 0.2])
+        )
 
 
 def test_resume_errors(tmp_path) -> None:  # noqa: ANN001

@@ -123,6 +123,7 @@ TRAINING_TYPES: dict[str, Any] = {
     "retry_lr_factor": float,
     "threads": (int, type(None)),
     "compile": bool,
+    "noise_augmentation": bool,
 }
 
 EVALUATION_KEYS = {
@@ -137,6 +138,7 @@ EVALUATION_KEYS = {
     "certificate": bool,
     "certificate_divergence": DIVERGENCE_NAMES,
     "certificate_samples": int,
+    "importance_sampling": int,
 }
 
 
@@ -304,6 +306,11 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     for key in ("num_observations", "num_samples"):
         if merged["evaluation"].get(key, 1) < 1:
             raise ConfigError(f"evaluation.{key} must be >= 1")
+    if merged["evaluation"].get("importance_sampling", 0) < 0:
+        raise ConfigError(
+            "evaluation.importance_sampling must be 0 (off) or the number of proposals per "
+            f"sample (>= 1), got {merged['evaluation']['importance_sampling']}"
+        )
     return merged
 
 

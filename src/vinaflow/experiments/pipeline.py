@@ -82,6 +82,7 @@ class Dataset:
     y_val: Tensor
     x_test: Tensor | None = None  # held-out bank rows for problems that cannot simulate
     y_test: Tensor | None = None
+    y_clean: Tensor | None = None  # noise-free training observations (noise augmentation)
 
 
 @dataclass
@@ -176,28 +177,47 @@ def prepare_data(
     problem: Problem, problem_cfg: Mapping[str, Any], seed: int, n_test: int = 0
 ) -> Dataset:
     """Training and validation simulations (or bank rows), reproducible from ``seed``."""
+    clean: Tensor | None = None
     if isinstance(problem, BankProblem):
-        x, y = problem.bank.x, problem.bank.y
+        x, y, clean = problem.bank.x, problem.bank.y, problem.bank.y_clean
         n = min(len(x), problem_cfg.get("num_simulations") or len(x))
         g = torch.Generator().manual_seed(seed)
         perm = torch.randperm(len(x), generator=g)
         x, y = x[perm], y[perm]
+        clean = None if clean is None else clean[perm]
         need_test = n_test if problem.source is None else 0
         if n - need_test < 20:
             raise DataError(f"bank has {len(x)} rows: too few for training and {need_test} tests")
         x_test, y_test = (x[n - need_test : n], y[n - need_test : n]) if need_test else (None, None)
         x, y = x[: n - need_test], y[: n - need_test]
+        clean = None if clean is None else clean[: n - need_test]
     else:
         n = int(problem_cfg["num_simulations"])
         g = torch.Generator().manual_seed(seed)
         x = problem.sample_prior(n, g)
-        y = problem.simulate_checked(x, g)
+        y, clean = problem.simulate_with_clean_checked(x, g)
         x_test = y_test = None
     n_val = int(problem_cfg.get("num_validation") or min(max(len(x) // 10, 1), 2000))
     if n_val >= len(x):
         raise ConfigError(f"problem.num_validation ({n_val}) must be below the data size {len(x)}")
     xt, yt, xv, yv = _split(x, y, n_val)
-    return Dataset(xt, yt, xv, yv, x_test, y_test)
+    return Dataset(xt, yt, xv, yv, x_test, y_test, None if clean is None else clean[n_val:])
+
+
+def noise_augmentation_inputs(
+    problem: Problem, data: Dataset, model: AmortizedModel
+) -> tuple[Tensor, Tensor]:
+    """Standardised noise-free training observations and noise scales for the trainer."""
+    std = problem.observation_noise_std
+    if std is None or data.y_clean is None:
+        why = (
+            "a bank without 'y_clean' (re-create it with `vinaflow simulate`)"
+            if isinstance(problem, BankProblem) and problem.source is not None
+            else f"problem {problem.name!r}, whose noise is not additive Gaussian"
+        )
+        raise ConfigError(f"training.noise_augmentation is not available for {why}")
+    std = torch.as_tensor(std, dtype=torch.float32)
+    return model.y_norm(data.y_clean.float()), std / model.y_norm.std
 
 
 def _prior_parameters(problem: Problem, kind: str) -> dict[str, list[float]]:
@@ -396,6 +416,12 @@ def evaluate_posterior(
             )
     else:
         metrics["coverage"] = None
+    n_is = int(cfg.get("importance_sampling", 0) or 0)
+    if n_is:
+        cal = (x_cal, y_cal) if metrics["coverage"] is not None else None
+        metrics["importance"] = _importance_metrics(
+            posterior, problem, y_obs, references, n_samples, n_is, cal, n_cal_s, seed
+        )
     metrics["per_observation"] = {k: v for k, v in per.items() if v}
     metrics["num_observations"] = n_obs
     metrics["num_samples"] = n_samples
@@ -412,6 +438,61 @@ def evaluate_posterior(
                 path=plots_dir / f"posterior_obs{i}.png",
             )
     return metrics
+
+
+def _importance_metrics(
+    posterior: Posterior,
+    problem: Problem,
+    y_obs: Tensor,
+    references: list[Tensor | None],
+    n_samples: int,
+    oversampling: int,
+    calibration: tuple[Tensor, Tensor] | None,
+    calibration_samples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The flow as an importance-sampling proposal, scored like the flow itself.
+
+    Reported beside the flow's own metrics (``metrics["importance"]``), never instead.
+    """
+    from vinaflow.evaluation import c2st, expected_coverage, w1
+    from vinaflow.models.importance import ImportanceSampledPosterior
+
+    if not posterior.has_log_prob:
+        return {"skipped": f"model kind {posterior.model.kind!r} has no tractable density"}
+    if not problem.has_likelihood:
+        return {"skipped": f"problem {problem.name!r} has no tractable likelihood"}
+    isp = ImportanceSampledPosterior(
+        posterior, problem.log_likelihood, problem.log_prior, oversampling
+    )
+    g = torch.Generator().manual_seed(seed + 4242)
+    t0 = time.perf_counter()
+    res = isp.sample_with_diagnostics(y_obs, n_samples, generator=g)
+    seconds = time.perf_counter() - t0
+    per: dict[str, list[float]] = {"c2st": [], "w1": [], "mean_error": []}
+    for i, ref in enumerate(references):
+        if ref is None:
+            continue
+        s = res.samples[i]
+        per["c2st"].append(c2st(ref.numpy(), s.numpy(), seed=seed + i))
+        per["w1"].append(w1(ref.numpy(), s.numpy(), seed=seed + i))
+        per["mean_error"].append(float((s.mean(0) - ref.mean(0)).norm()))
+    out: dict[str, Any] = {k: float(np.mean(v)) if v else None for k, v in per.items()}
+    out.update(
+        oversampling=oversampling,
+        efficiency=float(res.efficiency.mean()),
+        efficiency_min=float(res.efficiency.min()),
+        ess_min=float(res.ess.min()),
+        sampling_seconds_per_10k=seconds / (len(y_obs) * n_samples) * 1e4,
+        per_observation={**per, "efficiency": res.efficiency.tolist()},
+    )
+    if calibration is not None:
+        x_cal, y_cal = calibration
+        cal = isp.sample(y_cal, calibration_samples, generator=g).numpy()
+        cov = expected_coverage(cal, x_cal.numpy())
+        out["coverage"] = cov["coverage_95"]
+        out["coverage_joint"] = cov["coverage_95_joint"]
+    return out
 
 
 def run(
@@ -451,6 +532,9 @@ def run(
     trainer = Trainer(tcfg)
     x_s, y_s = model.x_norm(data.x), model.y_norm(data.y)
     xv_s, yv_s = model.x_norm(data.x_val), model.y_norm(data.y_val)
+    noise_std = None
+    if cfg["training"].get("noise_augmentation", False):
+        y_s, noise_std = noise_augmentation_inputs(problem, data, model)
     result = trainer.fit(
         model,
         objective,
@@ -460,6 +544,7 @@ def run(
         yv_s,
         checkpoint=None if out_dir is None else out_dir / "checkpoint.pt",
         resume=resume,
+        y_noise_std=noise_std,
     )
     posterior = Posterior(model)
     plots = None

@@ -10,7 +10,13 @@ import yaml
 
 from vinaflow.training.io import atomic_write_text
 
-__all__ = ["HEADLINE_METRICS", "format_metrics_table", "write_run_report"]
+__all__ = [
+    "HEADLINE_METRICS",
+    "IMPORTANCE_METRICS",
+    "format_importance",
+    "format_metrics_table",
+    "write_run_report",
+]
 
 HEADLINE_METRICS = {
     "c2st": "C2ST accuracy vs ground truth (0.5 = perfect)",
@@ -25,6 +31,43 @@ HEADLINE_METRICS = {
     "train_seconds": "training time [s]",
     "sampling_seconds_per_10k": "sampling time per 10,000 samples [s]",
 }
+
+
+IMPORTANCE_METRICS = {
+    "c2st": "C2ST accuracy vs ground truth",
+    "w1": "Wasserstein-1 to ground truth",
+    "mean_error": "posterior-mean error vs ground-truth mean",
+    "coverage": "coverage of 95% marginal credible intervals",
+    "efficiency": "mean effective sample size / proposals (1 = perfect proposal)",
+    "efficiency_min": "worst observation's ESS / proposals",
+    "sampling_seconds_per_10k": "seconds per 10,000 resampled draws (incl. likelihoods)",
+}
+
+
+def format_importance(imp: Mapping[str, Any]) -> str:
+    """Markdown section for the importance-sampled posterior (``metrics["importance"]``)."""
+    lines = ["## Importance-sampled posterior", ""]
+    if "skipped" in imp:
+        return "\n".join(lines + [f"Not computed: {imp['skipped']}."])
+    lines += [
+        f"The flow as proposal, {imp['oversampling']} proposals per draw, weights "
+        "`p(y|x) p(x) / q(x|y)` with the problem's exact likelihood, then resampled. "
+        "The flow's own metrics are above; the efficiency says how good a proposal the "
+        "flow is (Dax et al. 2023).",
+        "",
+        "| metric | value | meaning |",
+        "|---|---|---|",
+    ]
+    for k, meaning in IMPORTANCE_METRICS.items():
+        if k in imp:
+            lines.append(f"| `{k}` | {_fmt(imp[k])} | {meaning} |")
+    if imp.get("efficiency_min") is not None and imp["efficiency_min"] < 0.01:
+        lines += [
+            "",
+            "**Warning:** an efficiency below 1% means few effective draws; the "
+            "resampled posterior is then unreliable for that observation.",
+        ]
+    return "\n".join(lines)
 
 
 def _fmt(v: Any) -> str:
@@ -74,6 +117,8 @@ def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str
         lines += ["## Plots", ""]
         lines += [f"![{q.stem}](plots/{q.name})" for q in plots]
         lines.append("")
+    if metrics.get("importance"):
+        lines += [format_importance(metrics["importance"]), ""]
     if metrics.get("certificate"):
         from vinaflow.evaluation.certificate import format_certificate
 

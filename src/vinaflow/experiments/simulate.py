@@ -141,11 +141,15 @@ def _progress(total: int, initial: int, enabled: bool):  # noqa: ANN202
     )
 
 
-def _simulate_chunk(problem: Problem, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _simulate_chunk(problem: Problem, size: int, seed: int) -> dict[str, np.ndarray]:
+    """``x``, ``y`` and, for problems with additive noise, ``y_clean`` of one chunk."""
     g = torch.Generator().manual_seed(seed)
     x = problem.sample_prior(size, g)
-    y = problem.simulate_checked(x, g)
-    return x.detach().cpu().numpy(), y.detach().cpu().numpy()
+    y, clean = problem.simulate_with_clean_checked(x, g)
+    out = {"x": x.detach().cpu().numpy(), "y": y.detach().cpu().numpy()}
+    if clean is not None:
+        out["y_clean"] = clean.detach().cpu().numpy()
+    return out
 
 
 def simulate_bank(
@@ -226,41 +230,47 @@ def simulate_bank(
 
     n_chunks = math.ceil(n / chunk_size)
     sizes = [min(chunk_size, n - i * chunk_size) for i in range(n_chunks)]
+    names = ("x", "y", "y_clean") if problem.observation_noise_std is not None else ("x", "y")
     done = []
     for i, size in enumerate(sizes):
-        arrays = _read_npz(parts / f"chunk_{i:06d}.npz", ("x", "y"))
+        arrays = _read_npz(parts / f"chunk_{i:06d}.npz", names)
         ok = arrays is not None and arrays["x"].shape == (size, problem.dim_x)
-        ok = ok and arrays["y"].shape == (size, problem.dim_y)  # type: ignore[index]
+        ok = (
+            ok
+            and all(
+                arrays[k].shape == (size, problem.dim_y)  # type: ignore[index]
+                for k in names[1:]
+            )
+        )
         done.append(ok)
     bar = _progress(n, sum(s for s, d in zip(sizes, done, strict=True) if d), progress)
     try:
         for i, size in enumerate(sizes):
             if done[i]:
                 continue
-            x, y = _simulate_chunk(problem, size, _chunk_seed(int(seed), i))
+            chunk = _simulate_chunk(problem, size, _chunk_seed(int(seed), i))
             with atomic_path(parts / f"chunk_{i:06d}.npz", suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, x=x, y=y)
+                    np.savez(fh, **chunk)
             if bar is not None:
                 bar.update(size)
     finally:
         if bar is not None:
             bar.close()
 
-    xs, ys = [], []
+    columns: dict[str, list[np.ndarray]] = {k: [] for k in names}
     for i in range(n_chunks):
-        arrays = _read_npz(parts / f"chunk_{i:06d}.npz", ("x", "y"))
+        arrays = _read_npz(parts / f"chunk_{i:06d}.npz", names)
         if arrays is None:  # only if someone edits the sidecar while we run
             raise DataError(f"simulate: chunk {i} in {parts} vanished or is unreadable; rerun")
-        xs.append(arrays["x"])
-        ys.append(arrays["y"])
+        for k in names:
+            columns[k].append(arrays[k])
     meta = {k: v for k, v in settings.items() if k != "problem"}
     with atomic_path(out, suffix=".npz") as tmp:
         with open(tmp, "wb") as fh:
             np.savez(
                 fh,
-                x=np.concatenate(xs),
-                y=np.concatenate(ys),
+                **{k: np.concatenate(v) for k, v in columns.items()},
                 problem=np.array(json.dumps(spec)),
                 simulate=np.array(json.dumps(meta)),
             )

@@ -23,11 +23,18 @@ class SimulationBank:
     """Arrays ``x`` and ``y`` plus the metadata of the problem that generated them.
 
     ``metadata`` is the JSON stored under the key ``problem`` by ``vinaflow simulate``;
-    user banks may omit it.
+    user banks may omit it. ``y_clean`` (optional) holds the noise-free observations of
+    the same rows, written for problems with additive Gaussian noise (noise augmentation).
     """
 
-    def __init__(self, x: Tensor, y: Tensor, metadata: dict[str, Any] | None = None) -> None:
-        self.x, self.y, self.metadata = x, y, dict(metadata or {})
+    def __init__(
+        self,
+        x: Tensor,
+        y: Tensor,
+        metadata: dict[str, Any] | None = None,
+        y_clean: Tensor | None = None,
+    ) -> None:
+        self.x, self.y, self.metadata, self.y_clean = x, y, dict(metadata or {}), y_clean
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -50,6 +57,7 @@ def load_bank(path: str | Path) -> SimulationBank:
                     f"bank {path} lacks array(s) {missing}; expected 'x' (n, dx) and 'y' (n, dy)"
                 )
             x, y = np.asarray(data["x"]), np.asarray(data["y"])
+            y_clean = np.asarray(data["y_clean"]) if "y_clean" in data.files else None
             meta_text = str(data["problem"]) if "problem" in data.files else None
     # A damaged member fails inside numpy's header parser (SyntaxError), zlib or zipfile;
     # a forged header may declare an impossible size (MemoryError).
@@ -74,7 +82,8 @@ def load_bank(path: str | Path) -> SimulationBank:
         if not isinstance(meta, dict):
             raise DataError(f"bank {path}: the 'problem' entry must be a JSON object")
     checked = []
-    for name, a in (("x", x), ("y", y)):
+    arrays = [("x", x), ("y", y)] + ([("y_clean", y_clean)] if y_clean is not None else [])
+    for name, a in arrays:
         if a.ndim == 1:
             a = a[:, None]
         numeric = np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)
@@ -90,13 +99,23 @@ def load_bank(path: str | Path) -> SimulationBank:
         if np.abs(a).max(initial=0.0) > np.finfo(np.float32).max:
             raise DataError(f"bank array {name!r} has values beyond the float32 range")
         checked.append(a)
-    x, y = checked
+    x, y = checked[:2]
     if x.shape[0] != y.shape[0]:
         raise DataError(f"bank arrays x and y have different lengths: {len(x)} vs {len(y)}")
+    clean = None
+    if y_clean is not None:
+        if checked[2].shape != y.shape:
+            raise DataError(
+                f"bank array 'y_clean' must have the shape of 'y' {y.shape}, got {checked[2].shape}"
+            )
+        clean = torch.as_tensor(checked[2], dtype=torch.float32)
     if x.shape[0] < 10:
         raise DataError(f"bank {path} has only {len(x)} rows; need at least 10")
     return SimulationBank(
-        torch.as_tensor(x, dtype=torch.float32), torch.as_tensor(y, dtype=torch.float32), meta
+        torch.as_tensor(x, dtype=torch.float32),
+        torch.as_tensor(y, dtype=torch.float32),
+        meta,
+        clean,
     )
 
 
@@ -127,6 +146,13 @@ class BankProblem(Problem):
         return None if self.source is None else self.source.simulate_noise_free(x)
 
     @property
+    def observation_noise_std(self) -> Tensor | None:
+        """The recorded problem's noise, usable only with the bank's ``y_clean``."""
+        if self.source is None or self.bank.y_clean is None:
+            return None
+        return self.source.observation_noise_std
+
+    @property
     def has_reference_posterior(self) -> bool:
         return self.source is not None and self.source.has_reference_posterior
 
@@ -136,3 +162,12 @@ class BankProblem(Problem):
         if self.source is None:
             raise NotImplementedError("bank without a recorded problem has no reference posterior")
         return self.source.reference_posterior(y, n, generator)
+
+    @property
+    def has_likelihood(self) -> bool:
+        return self.source is not None and self.source.has_likelihood
+
+    def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.source is None:
+            raise NotImplementedError("bank without a recorded problem has no likelihood")
+        return self.source.log_likelihood(x, y)

@@ -45,6 +45,19 @@ class Problem(ABC):
         return None
 
     @property
+    def observation_noise_std(self) -> Tensor | None:
+        """Per-entry standard deviations ``(dim_y,)`` when ``y = f(x) + noise`` with
+        independent Gaussian noise (enables noise augmentation), else ``None``."""
+        return None
+
+    def simulate_with_clean(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """``(y, f(x))``: :meth:`simulate`'s draws and, for problems with additive noise
+        (:attr:`observation_noise_std`), the noise-free observations of the same call."""
+        return self.simulate(x, generator), None
+
+    @property
     def has_reference_posterior(self) -> bool:
         return type(self).reference_posterior is not Problem.reference_posterior
 
@@ -53,6 +66,27 @@ class Problem(ABC):
     ) -> Tensor:
         """``n`` samples ``(n, dim_x)`` from the exact posterior ``p(x | y)`` for one ``y``."""
         raise NotImplementedError(f"problem {self.name!r} has no reference posterior")
+
+    @property
+    def has_likelihood(self) -> bool:
+        return type(self).log_likelihood is not Problem.log_likelihood
+
+    def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
+        """Exact ``log p(y | x)`` ``(n,)`` for ``x`` ``(n, dim_x)`` and one ``y`` (up to a
+        constant in ``x``); problems with an explicit noise model override this."""
+        raise NotImplementedError(f"problem {self.name!r} has no tractable likelihood")
+
+    def log_prior(self, x: Tensor) -> Tensor:
+        """Prior log-density ``(n,)``, ``-inf`` outside the prior's support (no error)."""
+        x = torch.as_tensor(x, dtype=torch.get_default_dtype())
+        support = self.prior.support
+        inside = support.check(x)
+        while inside.ndim > 1:  # constraints that do not reduce the event dimension
+            inside = inside.all(-1)
+        out = torch.full(inside.shape, -torch.inf, dtype=x.dtype)
+        if inside.any():
+            out[inside] = self.prior.log_prob(x[inside]).to(x.dtype)
+        return out
 
     def sample_prior(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """``n`` prior draws; uses ``generator`` through a temporary global seed if given."""
@@ -65,15 +99,27 @@ class Problem(ABC):
 
     def simulate_checked(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """:meth:`simulate` plus shape and finiteness checks with clear messages."""
-        y = self.simulate(x, generator=generator)
+        return self._checked(x, self.simulate(x, generator=generator), "simulator")
+
+    def simulate_with_clean_checked(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor | None]:
+        """:meth:`simulate_with_clean` with the checks of :meth:`simulate_checked`."""
+        y, clean = self.simulate_with_clean(x, generator=generator)
+        y = self._checked(x, y, "simulator")
+        if clean is not None:
+            clean = self._checked(x, clean, "noise-free simulator")
+        return y, clean
+
+    def _checked(self, x: Tensor, y: Any, what: str) -> Tensor:
         if not isinstance(y, Tensor):
             y = torch.as_tensor(y, dtype=torch.get_default_dtype())
         if y.shape != (x.shape[0], self.dim_y):
             raise DataError(
-                f"simulator of problem {self.name!r} returned shape {tuple(y.shape)}, "
+                f"{what} of problem {self.name!r} returned shape {tuple(y.shape)}, "
                 f"expected (n={x.shape[0]}, dim_y={self.dim_y})"
             )
-        check_finite(f"simulator output of problem {self.name!r}", y)
+        check_finite(f"{what} output of problem {self.name!r}", y)
         return y
 
     def describe(self) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -100,8 +101,24 @@ class GaussianLinear(Problem):
         return (x.double() @ self.A.T).to(x.dtype)
 
     def simulate(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.simulate_with_clean(x, generator)[0]
+
+    @property
+    def observation_noise_std(self) -> Tensor:
+        return torch.full((self.dim_y,), self.noise)
+
+    def simulate_with_clean(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         eps = torch.randn(x.shape[0], self.dim_y, generator=generator, dtype=torch.float64)
-        return (x.double() @ self.A.T + self.noise * eps).to(x.dtype)
+        clean = x.double() @ self.A.T
+        return (clean + self.noise * eps).to(x.dtype), clean.to(x.dtype)
+
+    def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
+        """``log N(y; A x, s^2 I)`` ``(n,)`` for ``x`` ``(n, dim_x)`` and one ``y``."""
+        r = torch.as_tensor(y, dtype=torch.float64).reshape(-1) - x.double() @ self.A.T
+        norm = self.dim_y * (math.log(self.noise) + 0.5 * math.log(2 * math.pi))
+        return -0.5 * (r * r).sum(-1) / self.noise**2 - norm
 
     def posterior_mean(self, y: Tensor) -> Tensor:
         """Closed-form posterior mean for ``y`` of shape ``(dim_y,)`` or ``(n, dim_y)``."""

@@ -271,6 +271,17 @@ class OceanAcousticsProblem(Problem):
         return torch.as_tensor(y).to(self._out_dtype(torch.as_tensor(x)))
 
     def simulate(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return self.simulate_with_clean(x, generator)[0]
+
+    @property
+    def observation_noise_std(self) -> Tensor:
+        """``sqrt(s_f^2 / 2)`` for every real and imaginary entry, in the layout of ``y``."""
+        s = np.sqrt(self.noise_variance / 2.0)
+        return torch.as_tensor(np.tile(np.repeat(s, self.n_recv), 2))
+
+    def simulate_with_clean(
+        self, x: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
         x = torch.as_tensor(x)
         d, c = self._check_x(x)
         q = self.observe(d, c) if d.size else np.zeros((0, self.n_freq, self.n_recv), complex)
@@ -278,8 +289,12 @@ class OceanAcousticsProblem(Problem):
             d.size, 2, self.n_freq, self.n_recv, generator=generator, dtype=torch.float64
         ).numpy()
         s = np.sqrt(self.noise_variance / 2.0)[None, :, None]
-        q = q + s * (eps[:, 0] + 1j * eps[:, 1])
-        return torch.as_tensor(self.from_complex(q)).to(self._out_dtype(x))
+        noisy = q + s * (eps[:, 0] + 1j * eps[:, 1])
+        dtype = self._out_dtype(x)
+        return (
+            torch.as_tensor(self.from_complex(noisy)).to(dtype),
+            torch.as_tensor(self.from_complex(q)).to(dtype),
+        )
 
     def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
         """Exact ``log p(y | x)`` ``(n,)`` for ``x`` ``(n, 2)`` and one or ``n`` observations."""
