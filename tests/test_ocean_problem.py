@@ -106,6 +106,21 @@ def test_grid_loglik_matches_the_exact_likelihood(problem):
     assert np.std(diff) < 0.05
 
 
+def test_importance_likelihood_matches_the_modal_sum(problem):
+    g = torch.Generator().manual_seed(6)
+    x = problem.sample_prior(1, g)
+    y = problem.simulate(x, g)[0]
+    bulk = problem.grid_posterior(y).sample(300, g).double()
+    anywhere = problem.sample_prior(300, g).double()
+    pts = torch.cat([bulk, anywhere])
+    diff = (problem.log_likelihood(pts, y) - problem.importance_log_likelihood(pts, y)).numpy()
+    diff -= diff[:300].mean()  # the dropped normalising constant
+    assert np.abs(diff[:300]).max() < 0.02
+    assert np.abs(diff[300:]).max() < 0.1
+    with pytest.raises(DataError, match="one observation"):
+        problem.importance_log_likelihood(pts, torch.stack([y, y]))
+
+
 def test_high_snr_posterior_concentrates_at_the_truth():
     problem = OceanAcousticsProblem(snr_db=30.0)
     x = torch.tensor([[218.3, 1561.7]], dtype=torch.float64)

@@ -463,7 +463,7 @@ def _importance_metrics(
     if not problem.has_likelihood:
         return {"skipped": f"problem {problem.name!r} has no tractable likelihood"}
     isp = ImportanceSampledPosterior(
-        posterior, problem.log_likelihood, problem.log_prior, oversampling
+        posterior, problem.importance_log_likelihood, problem.log_prior, oversampling
     )
     g = torch.Generator().manual_seed(seed + 4242)
     t0 = time.perf_counter()

@@ -47,6 +47,10 @@ _METRIC_NAMES = {
     "mmd": "MMD",
     "train_seconds": "train time [s]",
     "mean_error": "mean error",
+    "coverage": "95% coverage",
+    "is_c2st": "C2ST (flow + IS)",
+    "is_coverage": "95% coverage (flow + IS)",
+    "is_efficiency": "IS efficiency",
 }
 
 

@@ -367,6 +367,10 @@ def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
         rec["metrics"] = {
             k: v for k, v in m.items() if k in RECORD_METRICS or k.startswith("sq_error_")
         }
+        imp = m.get("importance") or {}
+        for k in ("c2st", "coverage", "efficiency"):  # flat keys for the study tables
+            if imp.get(k) is not None:
+                rec["metrics"][f"is_{k}"] = imp[k]
         rec["status"] = "ok"
         demo = payload.get("demo_observations") or []
         if demo:

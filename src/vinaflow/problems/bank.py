@@ -171,3 +171,8 @@ class BankProblem(Problem):
         if self.source is None:
             raise NotImplementedError("bank without a recorded problem has no likelihood")
         return self.source.log_likelihood(x, y)
+
+    def importance_log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
+        if self.source is None:
+            raise NotImplementedError("bank without a recorded problem has no likelihood")
+        return self.source.importance_log_likelihood(x, y)

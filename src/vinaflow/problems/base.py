@@ -76,6 +76,11 @@ class Problem(ABC):
         constant in ``x``); problems with an explicit noise model override this."""
         raise NotImplementedError(f"problem {self.name!r} has no tractable likelihood")
 
+    def importance_log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
+        """The likelihood importance sampling weighs with (up to a constant in ``x``):
+        :meth:`log_likelihood`, or a validated faster evaluation of it."""
+        return self.log_likelihood(x, y)
+
     def log_prior(self, x: Tensor) -> Tensor:
         """Prior log-density ``(n,)``, ``-inf`` outside the prior's support (no error)."""
         x = torch.as_tensor(x, dtype=torch.get_default_dtype())
