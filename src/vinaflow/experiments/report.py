@@ -51,16 +51,12 @@ def format_importance(imp: Mapping[str, Any]) -> str:
         return "\n".join(lines + [f"Not computed: {imp['skipped']}."])
     lines += [
         f"The flow as proposal, {imp['oversampling']} proposals per draw, weights "
-        "`p(y|x) p(x) / q(x|y)` with the problem's exact likelihood, then resampled. "
+        "`p(y|x) p(x) / q(x|y)` with the problem's likelihood, then resampled. "
         "The flow's own metrics are above; the efficiency says how good a proposal the "
         "flow is (Dax et al. 2023).",
         "",
-        "| metric | value | meaning |",
-        "|---|---|---|",
+        *_metric_rows(imp, IMPORTANCE_METRICS),
     ]
-    for k, meaning in IMPORTANCE_METRICS.items():
-        if k in imp:
-            lines.append(f"| `{k}` | {_fmt(imp[k])} | {meaning} |")
     if imp.get("efficiency_min") is not None and imp["efficiency_min"] < 0.01:
         lines += [
             "",
@@ -68,6 +64,14 @@ def format_importance(imp: Mapping[str, Any]) -> str:
             "resampled posterior is then unreliable for that observation.",
         ]
     return "\n".join(lines)
+
+
+def _metric_rows(values: Mapping[str, Any], meanings: Mapping[str, str]) -> list[str]:
+    """A markdown table of the ``meanings`` keys present in ``values``."""
+    rows = ["| metric | value | meaning |", "|---|---|---|"]
+    return rows + [
+        f"| `{k}` | {_fmt(values[k])} | {m} |" for k, m in meanings.items() if k in values
+    ]
 
 
 def _fmt(v: Any) -> str:
@@ -105,13 +109,9 @@ def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str
         f"- evaluated on {metrics.get('num_observations')} held-out observations x "
         f"{metrics.get('num_samples')} samples",
         "",
-        "| metric | value | meaning |",
-        "|---|---|---|",
+        *_metric_rows(metrics, HEADLINE_METRICS),
+        "",
     ]
-    for k, meaning in HEADLINE_METRICS.items():
-        if k in metrics:
-            lines.append(f"| `{k}` | {_fmt(metrics[k])} | {meaning} |")
-    lines.append("")
     plots = sorted((out_dir / "plots").glob("*.png")) if (out_dir / "plots").exists() else []
     if plots:
         lines += ["## Plots", ""]
