@@ -124,6 +124,7 @@ TRAINING_TYPES: dict[str, Any] = {
     "threads": (int, type(None)),
     "compile": bool,
     "noise_augmentation": bool,
+    "critic_warmup": int,
 }
 
 EVALUATION_KEYS = {

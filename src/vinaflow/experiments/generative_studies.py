@@ -140,19 +140,31 @@ def _pr_run(p: Mapping[str, Any], seed: int, quick: bool) -> tuple[dict[str, Any
     )
     x = target.sample(8000, torch.Generator().manual_seed(seed))
     x_test = target.sample(4000, torch.Generator().manual_seed(seed + 10_000))
-    model_cfg = {"blocks": 6, "hidden": 64, "layers": 2}
+    # A capacity-limited flow: one with 6 blocks x 64 fits the 8 modes so closely that a
+    # classifier cannot tell its samples from the data (BCE 0.690 vs 0.693 at chance),
+    # and then every lambda has the same optimum, P itself. With 2 x 16 the flow must
+    # trade mass in the bridges between modes (precision) against covered modes (recall).
+    model_cfg = {"blocks": 2, "hidden": 16, "layers": 2}
     base_steps, tune_steps = (400, 300) if quick else (1200, 600)
     tcfg = {"batch_size": 256, "seed": seed, "progress": False, "val_every": 10_000}
     # Maximum-likelihood pre-training, then PR fine-tuning (as Verine et al. fine-tune
     # pre-trained flows); the NLL row continues NLL for the same number of steps.
     model, r1 = fit_flow(x, model_cfg, {"name": "nll"}, {**tcfg, "steps": base_steps, "lr": 2e-3})
+    tune: dict[str, Any] = {**tcfg, "steps": tune_steps, "lr": 5e-4}
     if p["objective"] == "nll":
         obj: dict[str, Any] = {"name": "nll"}
     else:
-        obj = {"name": "pr", "lam": float(p["lam"]), "auxiliary": "gan", "critic_hidden": 64}
-    model, r2 = fit_flow(
-        x, {}, obj, {**tcfg, "steps": tune_steps, "lr": 5e-4, "critic_lr": 1e-3}, model=model
-    )
+        # No R1 penalty: the log-ratio between modes and bridges is steep. The critic is
+        # warmed up before the first update: a fresh critic starts at chance.
+        obj = {
+            "name": "pr",
+            "lam": float(p["lam"]),
+            "auxiliary": "gan",
+            "critic_hidden": 64,
+            "gradient_penalty": 0.0,
+        }
+        tune.update(critic_lr=1e-3, critic_warmup=1000)
+    model, r2 = fit_flow(x, {}, obj, tune, model=model)
     ev = evaluate_flow(model, x_test, {"certificate": False, "num_samples": 4000, "seed": seed})
     samples = model.sample(4000, torch.Generator().manual_seed(seed))
     return {
