@@ -8,10 +8,10 @@ the coverage of 95% marginal credible intervals on separate prior draws (target
 as an importance-sampling proposal with the problem's likelihood (Dax et al. 2023),
 with its sampling efficiency.
 
-Run: ``python benchmarks/ocean.py [--quick] [--seconds S] [--configs NAME ...]``; prints
-a table and writes ``benchmarks/results/ocean.json`` (``ocean_quick.json`` with
-``--quick``). Configurations run on ``--workers`` processes (default 2), one torch
-thread each.
+Run: ``python -m benchmarks.ocean [--quick] [--seconds S] [--configs NAME ...]``;
+prints a table and writes ``benchmarks/results/ocean.json`` (``ocean_quick.json`` with
+``--quick``, ``ocean-TAG.json`` with ``--tag TAG``). Configurations run on
+``--workers`` processes (default 2), one torch thread each.
 """
 
 from __future__ import annotations
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--simulations", type=int, default=None)
     ap.add_argument("--configs", nargs="+", choices=sorted(CONFIGS), default=list(CONFIGS))
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tag", default="", help="results file ocean[_quick][-TAG].json")
     args = ap.parse_args(argv)
     tune_allocator()
     seconds = args.seconds or (60.0 if args.quick else 600.0)
@@ -136,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for row in rows:
         print("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
-    out = RESULTS / ("ocean_quick.json" if args.quick else "ocean.json")
+    stem = "ocean_quick" if args.quick else "ocean"
+    out = RESULTS / (f"{stem}-{args.tag}.json" if args.tag else f"{stem}.json")
     atomic_write_json(
         out,
         {
