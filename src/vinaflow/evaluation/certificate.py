@@ -104,8 +104,10 @@ class CertificateConfig:
     #: the null critic on validation; the MLP learns the residual.
     gaussian_offset: bool = True
     #: Then try a quadratic critic fitted by maximising the bound (:class:`QuadraticOffset`)
-    #: and keep it, instead, when it does better on validation.
+    #: and keep it, instead, when it does better on validation; only up to
+    #: ``quadratic_max_dim`` features (it has d(d+3)/2 + 1 parameters).
     quadratic_offset: bool = True
+    quadratic_max_dim: int = 24
 
     def __post_init__(self) -> None:
         checks = {
@@ -333,7 +335,11 @@ def fit_critic(
                 with torch.no_grad():
                     last.bias.fill_(_null_output(divergence))
     quad_val = None
-    if config.quadratic_offset and divergence.name in _OFFSET_DIVERGENCES:
+    if (
+        config.quadratic_offset
+        and divergence.name in _OFFSET_DIVERGENCES
+        and p.shape[1] <= config.quadratic_max_dim
+    ):
         with torch.no_grad():
             last.bias.zero_()
         # From the null critic, not on top of the Gaussian fit: measured on gaussian-linear
