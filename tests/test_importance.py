@@ -70,3 +70,33 @@ def test_bad_input(problem):
     )
     with pytest.raises(DataError, match="zero weight"):
         never.sample([0.1, 0.2], 10)
+
+
+def test_config_and_run_report_the_importance_metrics(tmp_path):
+    from vinaflow.config import resolve_config
+    from vinaflow.errors import ConfigError
+    from vinaflow.experiments.pipeline import run
+
+    with pytest.raises(ConfigError, match="importance_sampling"):
+        resolve_config({"evaluation": {"importance_sampling": -1}})
+    base = {
+        "model": {"kind": "cinn", "blocks": 1, "hidden": 8},
+        "training": {"steps": 20, "progress": False},
+        "evaluation": {
+            "num_observations": 1,
+            "num_samples": 50,
+            "num_calibration": 0,
+            "importance_sampling": 5,
+            "plots": False,
+            "certificate": False,
+        },
+    }
+    # No likelihood (the kinematics arm): the section says why it is missing.
+    kin = resolve_config({**base, "problem": {"name": "kinematics", "num_simulations": 300}})
+    m = run(kin, out=tmp_path / "kin", progress=False).metrics
+    assert "no tractable likelihood" in m["importance"]["skipped"]
+    assert "Not computed" in (tmp_path / "kin" / "report.md").read_text()
+    gl = resolve_config({**base, "problem": {"name": "gaussian-linear", "num_simulations": 300}})
+    m = run(gl, out=tmp_path / "gl", progress=False).metrics
+    assert 0 < m["importance"]["efficiency"] <= 1 and m["importance"]["c2st"] is not None
+    assert "Importance-sampled posterior" in (tmp_path / "gl" / "report.md").read_text()
