@@ -100,3 +100,11 @@ def test_config_and_run_report_the_importance_metrics(tmp_path):
     m = run(gl, out=tmp_path / "gl", progress=False).metrics
     assert 0 < m["importance"]["efficiency"] <= 1 and m["importance"]["c2st"] is not None
     assert "Importance-sampled posterior" in (tmp_path / "gl" / "report.md").read_text()
+
+
+def test_metrics_table_lists_the_importance_rows():
+    from vinaflow.experiments.report import format_metrics_table
+
+    table = format_metrics_table({"c2st": 0.7, "importance": {"c2st": 0.51, "efficiency": 0.4}})
+    assert "is_c2st" in table and "0.51" in table and "is_efficiency" in table
+    assert "is_" not in format_metrics_table({"c2st": 0.7})

@@ -83,8 +83,11 @@ def _fmt(v: Any) -> str:
 
 
 def format_metrics_table(metrics: Mapping[str, Any]) -> str:
-    """A two-column plain-text table of the headline metrics."""
+    """A two-column plain-text table of the headline metrics (and, when computed, those
+    of the importance-sampled posterior, prefixed ``is_``)."""
     rows = [(k, _fmt(metrics.get(k))) for k in HEADLINE_METRICS if k in metrics]
+    imp = metrics.get("importance") or {}
+    rows += [(f"is_{k}", _fmt(imp[k])) for k in ("c2st", "coverage", "efficiency") if k in imp]
     width = max(len(k) for k, _ in rows) if rows else 0
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
