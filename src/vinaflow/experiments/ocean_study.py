@@ -5,7 +5,10 @@ Grid: objective (NLL, variational KL, variational JS) x network configuration
 paper) x model (the paper's joint INN and the conditional INN). Every run is scored
 against the exact grid posterior (:mod:`vinaflow.problems.grid_posterior`): C2ST, W1,
 per-parameter squared error of the posterior mean, coverage of credible intervals and
-training time. Figures: posterior marginals of water depth and sediment sound speed
+training time; conditional INNs without latent padding are also scored as
+importance-sampling proposals (``is_c2st``, ``is_coverage``, ``is_efficiency``). Training
+uses noise augmentation (fresh observation noise per minibatch). Figures: posterior
+marginals of water depth and sediment sound speed
 with the exact marginal overlaid and the true value marked, and 2-D posteriors with the
 grid posterior's contours, at one demo observation.
 """
