@@ -17,13 +17,12 @@ prints a table and writes ``benchmarks/results/ocean.json`` (``ocean_quick.json`
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from vinaflow.config import resolve_config
+from vinaflow.config import deep_merge, resolve_config
 from vinaflow.experiments.ocean_study import OCEAN_BASE
 from vinaflow.experiments.pipeline import environment, run
 from vinaflow.experiments.sweep import run_in_processes
@@ -49,13 +48,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 
 
-def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in patch.items():
-        out[k] = _merge(out.get(k, {}), v) if isinstance(v, dict) else v
-    return out
-
-
 def bench_config(payload: dict[str, Any]) -> dict[str, Any]:
     """Train and score one configuration (a top-level function: runs in worker processes)."""
     name, seconds, n_sims, quick = (
@@ -64,7 +56,7 @@ def bench_config(payload: dict[str, Any]) -> dict[str, Any]:
         payload["simulations"],
         payload["quick"],
     )
-    cfg = _merge(OCEAN_BASE, CONFIGS[name])
+    cfg = deep_merge(OCEAN_BASE, CONFIGS[name])
     cfg["problem"]["num_simulations"] = n_sims
     cfg["training"].update(max_seconds=seconds, steps=10**7, progress=False)
     if quick:

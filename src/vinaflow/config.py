@@ -22,6 +22,7 @@ __all__ = [
     "DEFAULT_CONFIG",
     "SECTIONS",
     "apply_overrides",
+    "deep_merge",
     "load_config",
     "read_config_file",
     "resolve_config",
@@ -143,11 +144,12 @@ EVALUATION_KEYS = {
 }
 
 
-def _deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``base`` with ``new`` merged in, nested mappings key by key."""
     out = copy.deepcopy(base)
     for k, v in new.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), dict):
-            out[k] = _deep_merge(out[k], v)
+            out[k] = deep_merge(out[k], v)
         else:
             out[k] = copy.deepcopy(v)
     return out
@@ -272,7 +274,7 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         merged["objective"] = {}
     for s in SECTIONS:
         if config.get(s):
-            merged[s] = _deep_merge(merged[s], config[s])
+            merged[s] = deep_merge(merged[s], config[s])
     problem = merged["problem"]
     n = problem.get("num_simulations")
     if "bank" not in problem and (not isinstance(n, int) or isinstance(n, bool) or n < 20):

@@ -35,6 +35,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from vinaflow.config import deep_merge
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.models.flow import NormalizingFlow
 from vinaflow.objectives.generative import build_flow_objective, slog
@@ -98,13 +99,6 @@ _MODEL_KEYS = {
 }  # fmt: skip
 
 
-def _merge(base: dict[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in new.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Merge ``config`` over :data:`DEFAULT_FLOW_CONFIG` and validate it."""
     config = dict(config or {})
@@ -123,7 +117,7 @@ def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
             merged[s] = {}
     for s in FLOW_SECTIONS:
         if config.get(s):
-            merged[s] = _merge(merged[s], config[s])
+            merged[s] = deep_merge(merged[s], config[s])
     for section, keys in (("data", _DATA_KEYS), ("evaluation", _EVAL_KEYS), ("model", _MODEL_KEYS)):
         extra = sorted(set(merged[section]) - keys)
         if extra:

@@ -336,13 +336,10 @@ def evaluate_posterior(
 ) -> dict[str, Any]:
     """Metrics of a posterior on held-out observations ``y* = sim(x*)``, ``x*`` from the prior."""
     from vinaflow.evaluation import (
-        c2st,
         expected_coverage,
-        mmd,
         posterior_summary,
         sbc_ranks,
         sbc_uniformity_pvalues,
-        w1,
     )
 
     seed = int(cfg.get("seed", 1234))
@@ -372,13 +369,8 @@ def evaluate_posterior(
         ref = _reference(problem, y_obs[i], n_samples, seed + 1 + i)
         references.append(ref)
         if ref is not None:
-            if cfg.get("c2st", True):
-                per["c2st"].append(c2st(ref.numpy(), s.numpy(), seed=seed + i))
-            per["w1"].append(
-                w1(ref.numpy(), s.numpy(), max_samples=cfg.get("w1_samples", 1000), seed=seed + i)
-            )
-            per["mmd"].append(mmd(ref.numpy(), s.numpy()))
-            per["mean_error"].append(float((s.mean(0) - ref.mean(0)).norm()))
+            for k, v in _reference_metrics(ref, s, cfg, seed + i).items():
+                per[k].append(v)
         y_clean = problem.simulate_noise_free(s)
         if y_clean is not None:
             per["resim_error"].append(float((y_clean - y_obs[i]).norm(dim=-1).mean()))
@@ -416,12 +408,9 @@ def evaluate_posterior(
             )
     else:
         metrics["coverage"] = None
-    n_is = int(cfg.get("importance_sampling", 0) or 0)
-    if n_is:
+    if cfg.get("importance_sampling"):
         cal = (x_cal, y_cal) if metrics["coverage"] is not None else None
-        metrics["importance"] = _importance_metrics(
-            posterior, problem, y_obs, references, n_samples, n_is, cal, n_cal_s, seed
-        )
+        metrics["importance"] = _importance_metrics(posterior, problem, y_obs, references, cfg, cal)
     metrics["per_observation"] = {k: v for k, v in per.items() if v}
     metrics["num_observations"] = n_obs
     metrics["num_samples"] = n_samples
@@ -440,23 +429,35 @@ def evaluate_posterior(
     return metrics
 
 
+def _reference_metrics(ref: Tensor, s: Tensor, cfg: Mapping[str, Any], seed: int) -> dict:
+    """Distances of samples ``s`` to ground-truth samples ``ref`` of one observation."""
+    from vinaflow.evaluation import c2st, mmd, w1
+
+    r, q = ref.numpy(), s.numpy()
+    out = {"c2st": c2st(r, q, seed=seed)} if cfg.get("c2st", True) else {}
+    out["w1"] = w1(r, q, max_samples=cfg.get("w1_samples", 1000), seed=seed)
+    out["mmd"] = mmd(r, q)
+    out["mean_error"] = float((s.mean(0) - ref.mean(0)).norm())
+    return out
+
+
 def _importance_metrics(
     posterior: Posterior,
     problem: Problem,
     y_obs: Tensor,
     references: list[Tensor | None],
-    n_samples: int,
-    oversampling: int,
+    cfg: Mapping[str, Any],
     calibration: tuple[Tensor, Tensor] | None,
-    calibration_samples: int,
-    seed: int,
 ) -> dict[str, Any]:
     """The flow as an importance-sampling proposal, scored like the flow itself.
 
     Reported beside the flow's own metrics (``metrics["importance"]``), never instead.
     """
-    from vinaflow.evaluation import c2st, expected_coverage, w1
+    from vinaflow.evaluation import expected_coverage
     from vinaflow.models.importance import ImportanceSampledPosterior
+
+    seed, n_samples = int(cfg.get("seed", 1234)), int(cfg["num_samples"])
+    oversampling = int(cfg["importance_sampling"])
 
     if not posterior.has_log_prob:
         return {"skipped": f"model kind {posterior.model.kind!r} has no tractable density"}
@@ -469,14 +470,11 @@ def _importance_metrics(
     t0 = time.perf_counter()
     res = isp.sample_with_diagnostics(y_obs, n_samples, generator=g)
     seconds = time.perf_counter() - t0
-    per: dict[str, list[float]] = {"c2st": [], "w1": [], "mean_error": []}
+    per: dict[str, list[float]] = {"c2st": [], "w1": [], "mmd": [], "mean_error": []}
     for i, ref in enumerate(references):
-        if ref is None:
-            continue
-        s = res.samples[i]
-        per["c2st"].append(c2st(ref.numpy(), s.numpy(), seed=seed + i))
-        per["w1"].append(w1(ref.numpy(), s.numpy(), seed=seed + i))
-        per["mean_error"].append(float((s.mean(0) - ref.mean(0)).norm()))
+        if ref is not None:
+            for k, v in _reference_metrics(ref, res.samples[i], cfg, seed + i).items():
+                per[k].append(v)
     out: dict[str, Any] = {k: float(np.mean(v)) if v else None for k, v in per.items()}
     out.update(
         oversampling=oversampling,
@@ -488,7 +486,7 @@ def _importance_metrics(
     )
     if calibration is not None:
         x_cal, y_cal = calibration
-        cal = isp.sample(y_cal, calibration_samples, generator=g).numpy()
+        cal = isp.sample(y_cal, int(cfg.get("calibration_samples", 200)), generator=g).numpy()
         cov = expected_coverage(cal, x_cal.numpy())
         out["coverage"] = cov["coverage_95"]
         out["coverage_joint"] = cov["coverage_95_joint"]

@@ -137,6 +137,11 @@ class BankProblem(Problem):
         )
         self.prior = source.prior if source else None  # type: ignore[assignment]
 
+    def _source(self, what: str) -> Problem:
+        if self.source is None:
+            raise NotImplementedError(f"a bank without a recorded problem has no {what}")
+        return self.source
+
     def simulate(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
         if self.source is None:
             raise DataError("this bank has no recorded simulator; it cannot simulate new data")
@@ -159,20 +164,14 @@ class BankProblem(Problem):
     def reference_posterior(
         self, y: Tensor, n: int, generator: torch.Generator | None = None
     ) -> Tensor:
-        if self.source is None:
-            raise NotImplementedError("bank without a recorded problem has no reference posterior")
-        return self.source.reference_posterior(y, n, generator)
+        return self._source("reference posterior").reference_posterior(y, n, generator)
 
     @property
     def has_likelihood(self) -> bool:
         return self.source is not None and self.source.has_likelihood
 
     def log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.source is None:
-            raise NotImplementedError("bank without a recorded problem has no likelihood")
-        return self.source.log_likelihood(x, y)
+        return self._source("likelihood").log_likelihood(x, y)
 
     def importance_log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
-        if self.source is None:
-            raise NotImplementedError("bank without a recorded problem has no likelihood")
-        return self.source.importance_log_likelihood(x, y)
+        return self._source("likelihood").importance_log_likelihood(x, y)

@@ -392,23 +392,26 @@ class Trainer:
     def _warm_up_critic(self, x: Tensor, y: Tensor, steps: int) -> None:
         params = self.objective.critic_parameters()
         for _ in range(steps):
-            idx = self.batches.next()
-            loss, _ = self.objective.critic_loss(self.model, x[idx], self._observations(y, idx))
-            if not torch.isfinite(loss) or not self._clip_and_step(loss, params, self.critic_opt):
+            if self._critic_step(x, y, params) is None:
                 raise TrainingDivergedError("critic warm-up: non-finite critic loss")
+
+    def _critic_step(
+        self, x: Tensor, y: Tensor, params: list[nn.Parameter]
+    ) -> dict[str, float] | None:
+        """One critic update on the next minibatch; ``None`` if it was not finite."""
+        idx = self.batches.next()
+        loss, logs = self.objective.critic_loss(self.model, x[idx], self._observations(y, idx))
+        if not torch.isfinite(loss) or not self._clip_and_step(loss, params, self.critic_opt):
+            return None
+        return logs
 
     def _update(self, x: Tensor, y: Tensor) -> dict[str, float] | None:
         logs: dict[str, float] = {}
         if self.critic_opt is not None:
             params = self.objective.critic_parameters()
             for _ in range(self.critic_steps):
-                idx = self.batches.next()
-                loss, lg = self.objective.critic_loss(
-                    self.model, x[idx], self._observations(y, idx)
-                )
-                if not torch.isfinite(loss) or not self._clip_and_step(
-                    loss, params, self.critic_opt
-                ):
+                lg = self._critic_step(x, y, params)
+                if lg is None:
                     return None
                 logs.update(lg)
         idx = self.batches.next()
