@@ -27,10 +27,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from vinaflow.atomic import atomic_write_json
 from vinaflow.evaluation import c2st
 from vinaflow.evaluation.certificate import certify_posterior
 from vinaflow.problems.gaussian_linear import GaussianLinear
-from vinaflow.training.io import atomic_write_json
 
 RESULTS = Path(__file__).parent / "results"
 

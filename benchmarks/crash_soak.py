@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     t = summary["total"]
     print(f"{'total':8s} {t['kills']:6d} {t['corrupted_files']:10d} {t['successful_resumes']:11d}")
     args.out.mkdir(parents=True, exist_ok=True)
-    from vinaflow.training.io import atomic_write_json
+    from vinaflow.atomic import atomic_write_json
 
     atomic_write_json(args.out / "crash_soak.json", summary)
     print(f"\nwrote {args.out / 'crash_soak.json'}")

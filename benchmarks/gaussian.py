@@ -135,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['name']:<22} {r['c2st']:>6.3f} {tgt:>6} {r['w1']:>7.3f} "
             f"{r['coverage']:>6.3f} {r['train_seconds']:>8.1f} {r['steps']:>6}{flag}"
         )
+    from vinaflow.atomic import atomic_write_json
     from vinaflow.experiments.pipeline import environment
-    from vinaflow.training.io import atomic_write_json
 
     atomic_write_json(
         args.out,

@@ -1,6 +1,6 @@
 """Normalizing-flow studies of issue 5 as a benchmark: support mismatch, heavy tails, PR.
 
-Runs :func:`vinaflow.experiments.generative_studies.run_study` (resumable: rerunning
+Runs :func:`vinaflow.studies.flows.run_study` (resumable: rerunning
 the same command skips finished runs) and prints each study's mean ± std table.
 
     python benchmarks/generative.py [--quick] [--study support-mismatch ...] [--seeds 0,1]
@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from vinaflow.experiments.generative_studies import GENERATIVE_STUDIES, run_study, study_summary
+from vinaflow.atomic import atomic_write_json
 from vinaflow.experiments.pipeline import environment
-from vinaflow.training.io import atomic_write_json
+from vinaflow.studies.flows import GENERATIVE_STUDIES, run_study, study_summary
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
+from vinaflow.atomic import atomic_write_json
 from vinaflow.config import resolve_config
 from vinaflow.experiments.pipeline import environment, run
-from vinaflow.training.io import atomic_write_json
 
 RESULTS = Path(__file__).parent / "results" / "kinematics.json"
 
@@ -140,7 +140,7 @@ def bench_ray(n_runs: int = 8) -> dict[str, Any]:
     """Wall time of the same small sweep with 1 and 2 workers on one local Ray instance."""
     import ray
 
-    from vinaflow.experiments.sweep import Axis, Sweep, run_sweep
+    from vinaflow.studies.sweep import Axis, Sweep, run_sweep
 
     base = _merge(
         BASE,

@@ -22,12 +22,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from vinaflow.atomic import atomic_write_json
 from vinaflow.config import deep_merge, resolve_config
-from vinaflow.experiments.ocean_study import OCEAN_BASE
 from vinaflow.experiments.pipeline import environment, run
-from vinaflow.experiments.sweep import run_in_processes
 from vinaflow.runtime import tune_allocator
-from vinaflow.training.io import atomic_write_json
+from vinaflow.studies.ocean import OCEAN_BASE
+from vinaflow.studies.sweep import run_in_processes
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vinaflow.training.io import atomic_write_json
+from vinaflow.atomic import atomic_write_json
 
 __all__ = ["main", "measure"]
 

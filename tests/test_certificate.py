@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from vinaflow.cli.certify import register as register_certify
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.evaluation.certificate import (
     CertificateConfig,
@@ -15,7 +16,6 @@ from vinaflow.evaluation.certificate import (
     certify_posterior,
     certify_samples,
     format_certificate,
-    register_certify,
 )
 from vinaflow.objectives.divergences import get_divergence
 from vinaflow.problems.gaussian_linear import GaussianLinear

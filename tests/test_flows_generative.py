@@ -322,7 +322,7 @@ def test_flow_config_validation(tmp_path):
 
 
 def test_run_flow_writes_outputs_and_certify(tmp_path):
-    from vinaflow.evaluation.certificate import certify_run_dir
+    from vinaflow.cli.certify import certify_run_dir
 
     cfg = {
         "target": {"name": "gaussian-mixture", "dim": 1},
@@ -351,7 +351,7 @@ def test_run_flow_writes_outputs_and_certify(tmp_path):
 def test_cli_flow_command(tmp_path):
     import argparse
 
-    from vinaflow.experiments.generative import register
+    from vinaflow.cli.flow import register
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)

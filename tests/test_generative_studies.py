@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-import vinaflow.experiments.generative_studies as gs
+import vinaflow.studies.flows as gs
 from vinaflow.errors import ConfigError
 from vinaflow.experiments.generative import evaluate_flow, fit_flow
 from vinaflow.problems.targets import make_target

@@ -118,7 +118,7 @@ def test_bad_observation_shape(ik: InverseKinematics) -> None:
 
 
 def test_arm_figure(tmp_path, ik: InverseKinematics) -> None:
-    from vinaflow.evaluation.kinematics_plots import plot_arm_posterior
+    from vinaflow.studies.kinematics_plots import plot_arm_posterior
 
     y = torch.tensor([1.5, 0.0])
     ref = ik.reference_posterior(y, 200, torch.Generator().manual_seed(0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vinaflow.experiments.studies import get_study
+from vinaflow.studies.base import get_study
 
 
 def test_ocean_study_grid_resolves() -> None:

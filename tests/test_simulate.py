@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from vinaflow.cli import main
+from vinaflow.cli.simulate import problem_spec_from_args
 from vinaflow.errors import ConfigError, DataError
-from vinaflow.experiments.simulate import problem_spec_from_args, simulate_bank
 from vinaflow.problems import BankProblem, load_bank, make_problem
+from vinaflow.problems.simulate import simulate_bank
 
 GL = {"name": "gaussian-linear", "noise": 0.2}
 

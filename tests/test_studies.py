@@ -9,10 +9,10 @@ import pytest
 
 from vinaflow.cli import main
 from vinaflow.errors import ConfigError, DataError
-from vinaflow.experiments import studies
-from vinaflow.experiments.studies import STUDY_MODULES, Study, get_study, list_studies
-from vinaflow.experiments.study_report import load_study_data, write_study_report
-from vinaflow.experiments.sweep import Axis, load_results, run_sweep
+from vinaflow.studies import base as studies
+from vinaflow.studies.base import STUDY_MODULES, Study, get_study, list_studies
+from vinaflow.studies.report import load_study_data, write_study_report
+from vinaflow.studies.sweep import Axis, load_results, run_sweep
 
 KINEMATICS_STUDIES = ("prior-regularization", "divergences", "latent-dim", "sinkhorn-blur")
 
@@ -65,8 +65,8 @@ def test_lazy_registration_from_another_module(tmp_path, monkeypatch) -> None:
     mod.write_text(
         textwrap.dedent(
             """
-            from vinaflow.experiments.studies import Study, register_study
-            from vinaflow.experiments.sweep import Axis
+            from vinaflow.studies.base import Study, register_study
+            from vinaflow.studies.sweep import Axis
             register_study(Study("my-study", "demo", {"problem": {"name": "gaussian-linear"}},
                                  [Axis.of("model.hidden", [8])], seeds="0..1"))
             """
@@ -119,7 +119,7 @@ def test_divergence_figure_from_records(tmp_path) -> None:
     """Figure 4 from synthetic records (no training): ellipses per arch x direction."""
     import json
 
-    from vinaflow.experiments.sweep import Sweep, _write_results
+    from vinaflow.studies.sweep import Sweep, _write_results
 
     sweep = Sweep(
         get_study("divergences").base,

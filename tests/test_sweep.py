@@ -10,8 +10,8 @@ import yaml
 
 from vinaflow.cli import main
 from vinaflow.errors import ConfigError, DataError
-from vinaflow.experiments import sweep as sweep_mod
-from vinaflow.experiments.sweep import (
+from vinaflow.studies import sweep as sweep_mod
+from vinaflow.studies.sweep import (
     Axis,
     Sweep,
     load_results,

@@ -403,8 +403,8 @@ def _write(
     sbi_epochs: int | None,
     n_c2st: int,
 ) -> None:
+    from vinaflow.atomic import atomic_write_json
     from vinaflow.experiments.pipeline import environment
-    from vinaflow.training.io import atomic_write_json
 
     env = environment()
     try:

@@ -186,8 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     for k, v in rows.items():
         print(f"  {k:<30} {v:>12.1f}" if isinstance(v, float) else f"  {k:<30} {v}")
+    from vinaflow.atomic import atomic_write_json
     from vinaflow.experiments.pipeline import environment
-    from vinaflow.training.io import atomic_write_json
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(

@@ -36,14 +36,11 @@ References:
 
 from __future__ import annotations
 
-import argparse
 import copy
-import json
 import math
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -63,11 +60,9 @@ __all__ = [
     "certificate_for_run",
     "certify_flow",
     "certify_posterior",
-    "certify_run_dir",
     "certify_samples",
     "format_certificate",
     "latent_features",
-    "register_certify",
 ]
 
 LABEL = (
@@ -663,112 +658,3 @@ def format_certificate(cert: Mapping[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def _load_heldout(path: str | Path) -> dict[str, np.ndarray]:
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"--data: file not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as d:
-            return {k: np.asarray(d[k]) for k in d.files}
-    except (ValueError, OSError, EOFError) as err:
-        raise DataError(f"--data: {path} is not a readable .npz file ({err})") from err
-
-
-def certify_run_dir(
-    directory: str | Path,
-    divergence: str = "kl",
-    n: int = 10000,
-    data: str | Path | None = None,
-    seed: int | None = None,
-    config: CertificateConfig | Mapping[str, Any] | None = None,
-    write: bool = True,
-) -> dict[str, Any]:
-    """Certificate of a finished run folder (``vinaflow run`` or a flow run).
-
-    Held-out data: ``data`` (``.npz`` with ``x`` and, for posterior runs, ``y``), else
-    for flow runs ``DIR/heldout.npz``, else fresh simulations of the run's problem.
-    Writes ``DIR/certificate.json`` (atomically) when ``write``.
-    """
-    from vinaflow.models.serialization import load_model
-    from vinaflow.training.io import atomic_write_json
-
-    d = Path(directory)
-    if not d.is_dir():
-        raise DataError(f"run folder not found: {d}")
-    model, meta = load_model(d)
-    seed = int(seed) if seed is not None else 20240607
-    if getattr(model, "kind", None) == "nf":
-        src = Path(data) if data is not None else d / "heldout.npz"
-        if not src.is_file():
-            raise DataError(
-                f"no held-out data for this flow run: {src} is missing; pass --data FILE.npz "
-                "(array 'x') with data never used in training"
-            )
-        arrays = _load_heldout(src)
-        if "x" not in arrays:
-            raise DataError(f"{src} must hold an array 'x' of held-out data")
-        cert = certify_flow(model, arrays["x"], divergence, seed=seed, config=config)
-    else:
-        from vinaflow.config import load_config
-        from vinaflow.models import Posterior
-        from vinaflow.problems import make_problem
-
-        posterior = Posterior(model)
-        if data is not None:
-            arrays = _load_heldout(data)
-            if "x" not in arrays or "y" not in arrays:
-                raise DataError(f"{data} must hold arrays 'x' (n, dx) and 'y' (n, dy)")
-            cert = certify_posterior(
-                posterior, None, divergence, x=arrays["x"], y=arrays["y"], seed=seed, config=config
-            )
-        else:
-            cfg = load_config(d / "config.yaml")
-            problem = make_problem(cfg["problem"])
-            if not _problem_can_simulate(problem):
-                raise DataError(
-                    f"run {d} trained on a bank without a simulator: no held-out data can be "
-                    "simulated; pass --data HELDOUT.npz with rows never used in training"
-                )
-            cert = certify_posterior(posterior, problem, divergence, n=n, seed=seed, config=config)
-    if write:
-        atomic_write_json(d / "certificate.json", cert)
-    return cert
-
-
-def _cmd_certify(args: argparse.Namespace) -> int:
-    overrides = {}
-    if args.steps is not None:
-        overrides["steps"] = args.steps
-    cert = certify_run_dir(
-        args.dir,
-        divergence=args.divergence,
-        n=args.n,
-        data=args.data,
-        seed=args.seed,
-        config=overrides,
-        write=not args.no_write,
-    )
-    if args.json:
-        print(json.dumps(cert, indent=2))
-    else:
-        print(format_certificate(cert))
-    return 0
-
-
-def register_certify(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
-    """Add ``vinaflow certify DIR`` to the command-line parser."""
-    p = sub.add_parser(
-        "certify",
-        help="held-out f-divergence estimate and TV bound of a trained run (an estimate)",
-    )
-    p.add_argument("dir", help="run folder (vinaflow run or vinaflow flow)")
-    p.add_argument("--divergence", default="kl", help="f-divergence (default kl)")
-    p.add_argument("-n", type=int, default=10000, help="fresh simulations (simulator problems)")
-    p.add_argument("--data", help="held-out .npz: x (and y for posterior runs)")
-    p.add_argument("--seed", type=int, default=None, help="seed of fresh simulations / samples")
-    p.add_argument("--steps", type=int, default=None, help="critic training steps")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.add_argument("--no-write", action="store_true", help="do not write DIR/certificate.json")
-    p.set_defaults(func=_cmd_certify)

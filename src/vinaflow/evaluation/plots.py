@@ -36,7 +36,7 @@ _MAX_SCATTER = 2000
 def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
     # The shared atomic writer: temporary name, fsync, os.replace (a crash leaves the old
     # plot or the new one, never half a PNG).
-    from vinaflow.training.io import atomic_path
+    from vinaflow.atomic import atomic_path
 
     path = Path(path)
     FigureCanvasAgg(fig)

@@ -21,7 +21,6 @@ Output folder (same conventions as ``vinaflow run``)::
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import time
@@ -35,6 +34,7 @@ import torch
 import yaml
 from torch import Tensor
 
+from vinaflow.atomic import atomic_path
 from vinaflow.config import deep_merge
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.models.flow import NormalizingFlow
@@ -47,7 +47,6 @@ from vinaflow.training import (
     atomic_write_json,
     atomic_write_text,
 )
-from vinaflow.training.io import atomic_path
 
 __all__ = [
     "DEFAULT_FLOW_CONFIG",
@@ -58,7 +57,6 @@ __all__ = [
     "load_flow_config",
     "make_splits",
     "plot_samples",
-    "register",
     "resolve_flow_config",
     "run_flow",
 ]
@@ -461,29 +459,3 @@ def run_flow(
             plot_training_history(result.history, plots / "loss_curves.png")
         _write_report(out_dir, cfg, metrics)
     return FlowRunResult(cfg, model, target, result, metrics)
-
-
-def _cmd_flow(args: argparse.Namespace) -> int:
-    from vinaflow.experiments.pipeline import check_output_dir
-
-    cfg = load_flow_config(args.config, args.set or [])
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("flow-%Y%m%d-%H%M%S")
-    check_output_dir(out, args.resume, args.overwrite)
-    result = run_flow(cfg, out, resume=args.resume, progress=not args.no_progress)
-    print(format_flow_metrics(result.metrics))
-    print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, heldout.npz, plots/)")
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
-    """Add ``vinaflow flow CONFIG --out DIR`` to the command-line parser."""
-    p = sub.add_parser("flow", help="train and evaluate a normalizing flow on a target")
-    p.add_argument("config", nargs="?", help="flow YAML config (default: 2-D Gaussian mixture)")
-    p.add_argument("--out", help="output folder (default: runs/flow-TIMESTAMP)")
-    p.add_argument(
-        "--set", action="append", metavar="SECTION.KEY=VALUE", help="override a config value"
-    )
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_cmd_flow)

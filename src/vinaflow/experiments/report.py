@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from vinaflow.training.io import atomic_write_text
+from vinaflow.atomic import atomic_write_text
 
 __all__ = [
     "HEADLINE_METRICS",

@@ -11,8 +11,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vinaflow.atomic import atomic_path, atomic_write_json
 from vinaflow.errors import ModelFileError
-from vinaflow.training.io import atomic_path, atomic_write_json
 
 __all__ = ["FORMAT_VERSION", "load_model", "save_model"]
 

@@ -323,7 +323,7 @@ def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, float]] | None:
 
 
 def _write_cache(path: Path, samples: np.ndarray, y: np.ndarray, info: dict[str, float]) -> None:
-    from vinaflow.training.io import atomic_path
+    from vinaflow.atomic import atomic_path
 
     try:
         with atomic_path(path, suffix=".npz") as tmp:

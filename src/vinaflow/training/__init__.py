@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from vinaflow.training.io import atomic_path, atomic_write_json, atomic_write_text
+from vinaflow.atomic import atomic_path, atomic_write_json, atomic_write_text
 from vinaflow.training.trainer import LR_SCHEDULES, Trainer, TrainingConfig, TrainResult
 
 __all__ = [

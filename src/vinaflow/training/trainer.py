@@ -13,9 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from vinaflow.atomic import atomic_path
 from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
 from vinaflow.objectives.losses import Objective
-from vinaflow.training.io import atomic_path
 
 __all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES"]
 

@@ -1,9 +1,9 @@
 """``vinaflow report DIR``: tables (mean ± std over seeds) and figures of a sweep or study.
 
 Reads ``DIR/sweep.json`` and ``DIR/results.jsonl`` (see
-:mod:`vinaflow.experiments.sweep`), writes ``DIR/report.md``, ``DIR/summary.json`` and
+:mod:`vinaflow.studies.sweep`), writes ``DIR/report.md``, ``DIR/summary.json`` and
 ``DIR/plots/*.png``. A study's figures come from its registry entry
-(:mod:`vinaflow.experiments.studies`); the figure functions here reproduce the
+(:mod:`vinaflow.studies.base`); the figure functions here reproduce the
 paper's inverse-kinematics figures:
 
 * :func:`figure_arm_posteriors` - arm posteriors per prior setting (paper Fig. 2);
@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from vinaflow.errors import DataError
-from vinaflow.experiments.sweep import load_results
+from vinaflow.studies.sweep import load_results
 
 __all__ = [
     "StudyData",
@@ -182,7 +182,7 @@ def _pretty(axis: str, label: str) -> str:
 
 def figure_arm_posteriors(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
     """Arm posteriors at the demo observation, one panel per grid point (first seed)."""
-    from vinaflow.evaluation.kinematics_plots import plot_arm_panels
+    from vinaflow.studies.kinematics_plots import plot_arm_panels
 
     obs = data.meta.get("demo_observations") or []
     if not obs:
@@ -354,7 +354,7 @@ def figure_metric_bars(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
 # -- report ------------------------------------------------------------------------------
 def write_study_report(directory: str | Path) -> Path:
     """Write ``DIR/report.md`` (+ ``summary.json``, ``plots/``); returns the report path."""
-    from vinaflow.training.io import atomic_write_json, atomic_write_text
+    from vinaflow.atomic import atomic_write_json, atomic_write_text
 
     data = load_study_data(directory)
     if not data.records:
@@ -362,7 +362,7 @@ def write_study_report(directory: str | Path) -> Path:
     study = None
     name = data.meta.get("study")
     if name:
-        from vinaflow.experiments.studies import get_study
+        from vinaflow.studies.base import get_study
 
         study = get_study(name)
     metrics = list(study.metrics) if study else ["resim_error", "c2st", "w1", "train_seconds"]

@@ -30,10 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from vinaflow.atomic import atomic_path, atomic_write_json, atomic_write_text
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.experiments.generative import evaluate_flow, fit_flow, plot_samples
 from vinaflow.problems.targets import make_target
-from vinaflow.training.io import atomic_path, atomic_write_json, atomic_write_text
 
 __all__ = ["GENERATIVE_STUDIES", "run_study", "study_summary", "write_generative_report"]
 
@@ -248,7 +248,7 @@ def run_study(
     Runs are spread over ``workers`` processes (default: one per available core, each
     with one torch thread); every finished run is appended to ``results.jsonl`` at once.
     """
-    from vinaflow.experiments.sweep import default_workers, run_in_processes
+    from vinaflow.studies.sweep import default_workers, run_in_processes
 
     if name not in GENERATIVE_STUDIES:
         raise ConfigError(f"unknown study {name!r}; available: {', '.join(GENERATIVE_STUDIES)}")

@@ -1,23 +1,16 @@
-"""The ``vinaflow`` command line.
-
-User errors (bad config, bad data, missing files) print one line to stderr and
-exit with status 2; nothing is left half-written in the output folder.
-"""
+"""``vinaflow run``, ``sample``, ``evaluate`` and ``problems``: one posterior run."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from vinaflow.errors import ConfigError, DataError, VinaflowError
-from vinaflow.runtime import tune_allocator
+from vinaflow.errors import ConfigError, DataError
 
-__all__ = ["main"]
+__all__ = ["register"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -50,7 +43,7 @@ def _load_run(directory: str) -> tuple[dict[str, Any], Any]:
 def _cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from vinaflow.training.io import atomic_path
+    from vinaflow.atomic import atomic_path
 
     _, posterior = _load_run(args.dir)
     obs_path = Path(args.observations)
@@ -109,17 +102,8 @@ def _cmd_problems(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from vinaflow import __version__
-
-    parser = argparse.ArgumentParser(
-        prog="vinaflow",
-        description="Train invertible networks with variational objectives for posterior "
-        "inference.",
-    )
-    parser.add_argument("--version", action="version", version=f"vinaflow {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
+    """Add ``run``, ``sample``, ``evaluate`` and ``problems`` to the parser."""
     p = sub.add_parser("run", help="train, evaluate and report one config")
     p.add_argument("config", nargs="?", help="YAML config (default: built-in example)")
     p.add_argument("--out", help="output folder (default: runs/run-TIMESTAMP)")
@@ -148,34 +132,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("problems", help="list the built-in problems and their parameters")
     p.set_defaults(func=_cmd_problems)
-
-    from vinaflow.experiments import commands
-
-    commands.register(sub)
-    from vinaflow.experiments import simulate
-
-    simulate.register(sub)
-    from vinaflow.evaluation.certificate import register_certify
-    from vinaflow.experiments import generative
-
-    generative.register(sub)
-    register_certify(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    tune_allocator()
-    try:
-        return int(args.func(args) or 0)
-    except VinaflowError as err:
-        print(f"vinaflow: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("vinaflow: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

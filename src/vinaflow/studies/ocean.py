@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vinaflow.experiments.studies import Study, register_study
-from vinaflow.experiments.sweep import Axis
+from vinaflow.studies.base import Study, register_study
+from vinaflow.studies.sweep import Axis
 
 __all__ = ["OCEAN_BASE", "OCEAN_DEMO_TRUTH", "ocean_demo_observation", "plot_ocean_posteriors"]
 
@@ -90,8 +90,8 @@ def plot_ocean_posteriors(data: Any, plots_dir: Path) -> list[tuple[Path, str]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from vinaflow.atomic import atomic_path
     from vinaflow.problems import make_problem
-    from vinaflow.training.io import atomic_path
 
     observations = data.meta.get("demo_observations") or []
     if not observations:

@@ -3,7 +3,7 @@
 ``vinaflow sweep CONFIG.yaml --grid model.hidden=64,128 --seeds 40..60 --out DIR``
 runs a grid of configs over seeds (resumable: rerun the same command after an
 interruption); ``vinaflow study NAME --out DIR [--quick]`` runs a named study of the
-paper (:mod:`vinaflow.experiments.studies`) and writes its report;
+paper (:mod:`vinaflow.studies.base`) and writes its report;
 ``vinaflow report DIR`` (re)writes ``DIR/report.md`` with tables and figures.
 """
 
@@ -40,8 +40,8 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from vinaflow.config import read_config_file
-    from vinaflow.experiments.study_report import write_study_report
-    from vinaflow.experiments.sweep import Sweep, parse_grid, parse_seeds, run_sweep
+    from vinaflow.studies.report import write_study_report
+    from vinaflow.studies.sweep import Sweep, parse_grid, parse_seeds, run_sweep
 
     path = Path(args.config)
     base = read_config_file(path)
@@ -69,10 +69,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_study(args: argparse.Namespace) -> int:
     from vinaflow.errors import ConfigError
-    from vinaflow.experiments.generative_studies import GENERATIVE_STUDIES, run_study
-    from vinaflow.experiments.studies import get_study, list_studies
-    from vinaflow.experiments.study_report import write_study_report
-    from vinaflow.experiments.sweep import parse_seeds, run_sweep
+    from vinaflow.studies.base import get_study, list_studies
+    from vinaflow.studies.flows import GENERATIVE_STUDIES, run_study
+    from vinaflow.studies.report import write_study_report
+    from vinaflow.studies.sweep import parse_seeds, run_sweep
 
     if args.list or not args.name:
         for name in list_studies():
@@ -119,11 +119,11 @@ def _cmd_report(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from vinaflow.experiments.generative_studies import (
+    from vinaflow.studies.flows import (
         GENERATIVE_STUDIES,
         write_generative_report,
     )
-    from vinaflow.experiments.study_report import write_study_report
+    from vinaflow.studies.report import write_study_report
 
     meta = Path(args.dir) / "study.json"
     is_flow_study = meta.is_file() and json.loads(meta.read_text()).get("study") in (

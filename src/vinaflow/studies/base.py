@@ -3,15 +3,15 @@
 A :class:`Study` is a base config, grid axes, a seed range, a ``quick`` variant (for
 CI and a first look; every quick study finishes in under 10 minutes on 2 cores) and
 the report figures. ``vinaflow study NAME --out DIR`` runs it as a resumable sweep
-(:mod:`vinaflow.experiments.sweep`) and then ``vinaflow report DIR``.
+(:mod:`vinaflow.studies.sweep`) and then ``vinaflow report DIR``.
 
 Adding studies from another module
 ----------------------------------
 1. In your module, build ``Study`` objects and call :func:`register_study` at import
    time::
 
-       from vinaflow.experiments.studies import Study, register_study
-       from vinaflow.experiments.sweep import Axis
+       from vinaflow.studies.base import Study, register_study
+       from vinaflow.studies.sweep import Axis
 
        register_study(Study(
            name="nf-support",
@@ -32,12 +32,12 @@ Interface details:
 
 * ``base``: a raw config mapping (sections as in a YAML file); each run merges its
   axis patches and ``training.seed`` and resolves it with the defaults.
-* ``axes``: :class:`~vinaflow.experiments.sweep.Axis` objects; an axis value is a
+* ``axes``: :class:`~vinaflow.studies.sweep.Axis` objects; an axis value is a
   patch ``{dotted.key: value}`` or ``{section: {...}}`` (replaces the section).
 * ``quick``: ``overrides`` (dotted key -> value, applied to ``base``), ``axes``
   (axis name -> the labels to keep) and ``seeds``.
 * ``figures``: callables or ``"module:function"`` strings; each is called as
-  ``fn(data, plots_dir)`` with a :class:`~vinaflow.experiments.study_report.StudyData`
+  ``fn(data, plots_dir)`` with a :class:`~vinaflow.studies.report.StudyData`
   and returns a list of ``(png_path, caption)``; the report embeds them in order.
 * ``exclude(params)``: drop grid points (``params`` maps axis name -> label).
 * ``demo_observations``: observations at which every run saves posterior samples
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vinaflow.errors import ConfigError
-from vinaflow.experiments.sweep import Axis, Sweep, _apply_patch, parse_seeds
+from vinaflow.studies.sweep import Axis, Sweep, _apply_patch, parse_seeds
 
 __all__ = [
     "STUDIES",
@@ -70,11 +70,11 @@ STUDIES: dict[str, Study] = {}
 
 #: Study name -> module that registers it when imported (lazy loading).
 STUDY_MODULES: dict[str, str] = {
-    "prior-regularization": "vinaflow.experiments.studies",
-    "divergences": "vinaflow.experiments.studies",
-    "latent-dim": "vinaflow.experiments.studies",
-    "sinkhorn-blur": "vinaflow.experiments.studies",
-    "ocean-acoustics": "vinaflow.experiments.ocean_study",
+    "prior-regularization": "vinaflow.studies.base",
+    "divergences": "vinaflow.studies.base",
+    "latent-dim": "vinaflow.studies.base",
+    "sinkhorn-blur": "vinaflow.studies.base",
+    "ocean-acoustics": "vinaflow.studies.ocean",
 }
 
 DEFAULT_METRICS = ("resim_error", "c2st", "w1", "train_seconds")
@@ -186,7 +186,7 @@ DEMO_Y = ((1.5, 0.0),)
 _BOX_LOW = [-0.75, -1.5, -1.5, -1.5]
 _BOX_HIGH = [0.75, 1.5, 1.5, 1.5]
 
-_R = "vinaflow.experiments.study_report"
+_R = "vinaflow.studies.report"
 
 
 def _kin(objective: Mapping[str, Any], **sections: Any) -> dict[str, Any]:

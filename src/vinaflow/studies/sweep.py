@@ -328,7 +328,7 @@ def load_results(directory: str | Path) -> list[dict[str, Any]]:
 
 
 def _write_results(directory: Path, records: Sequence[Mapping[str, Any]]) -> None:
-    from vinaflow.training.io import atomic_write_text
+    from vinaflow.atomic import atomic_write_text
 
     text = "".join(json.dumps(r, sort_keys=True, default=_jsonable) + "\n" for r in records)
     atomic_write_text(directory / RESULTS_FILE, text)
@@ -519,7 +519,7 @@ def run_sweep(
     Resumable: records already in ``out/results.jsonl`` (same base config) are kept
     and their runs skipped (failed ones too, unless ``retry_failed``).
     """
-    from vinaflow.training.io import atomic_path, atomic_write_json
+    from vinaflow.atomic import atomic_path, atomic_write_json
 
     if backend not in ("local", "ray"):
         raise ConfigError(f"--backend: unknown {backend!r}; allowed: local, ray")
