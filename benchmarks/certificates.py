@@ -1,4 +1,4 @@
-"""Validate the posterior-accuracy certificate where the truth is known (issue 5, Part B).
+"""Validate the posterior-accuracy certificate where the truth is known.
 
 On ``gaussian-linear`` the true posterior is Gaussian in closed form, so the exact
 KL(P_XY || Q_XY) between the true joint and a model joint is available:

@@ -7,7 +7,7 @@ Run::
     python -m benchmarks.gaussian --only fdiv-kl fdiv-js --jobs 2
 
 Prints a table (C2ST, W1, coverage, train seconds) and writes
-``benchmarks/results/gaussian.json``. Targets (issue 2): NLL cINN C2ST <= 0.55; every
+``benchmarks/results/gaussian.json``. Targets: NLL cINN C2ST <= 0.55; every
 f-divergence member (backward, paper INN) <= 0.65, KL and JS <= 0.6.
 """
 

@@ -1,4 +1,4 @@
-"""Normalizing-flow studies of issue 5 as a benchmark: support mismatch, heavy tails, PR.
+"""Normalizing-flow studies as a benchmark: support mismatch, heavy tails, precision-recall.
 
 Runs :func:`vinaflow.studies.flows.run_study` (resumable: rerunning
 the same command skips finished runs) and prints each study's mean ± std table.

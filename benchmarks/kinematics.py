@@ -1,7 +1,7 @@
-"""Inverse-kinematics benchmark (issue 3): re-simulation error, C2ST and W1 vs ABC.
+"""Inverse-kinematics benchmark: re-simulation error, C2ST and W1 vs ABC.
 
 Trains the NLL coupling INN and the variational f-divergence configurations below on
-the arm (MISSION §4.2), evaluates each on 100 held-out observations with 1000 posterior
+the arm (Ardizzone et al. 2019), evaluates each on 100 held-out observations with 1000 posterior
 samples (re-simulation error ``mean ||f(x_hat) - y*||``; C2ST and W1 against the
 rejection-ABC ground truth, tolerance 0.01), prints a table, and times a small sweep
 on a local Ray instance with 1 and 2 workers. Writes

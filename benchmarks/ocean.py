@@ -1,4 +1,4 @@
-"""Ocean-acoustic posterior accuracy against the exact grid posterior (issue 4 targets).
+"""Ocean-acoustic posterior accuracy against the exact grid posterior, with targets.
 
 Trains conditional INNs on the ocean-acoustic problem (water depth and seabed sound
 speed from 5 receivers x 7 tones, SNR 10 dB) and scores them on held-out observations

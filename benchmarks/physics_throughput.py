@@ -8,7 +8,7 @@ Run::
 Times the 70-number observation (5 receivers x 7 tones, all trapped and leaky modes) for
 parameters drawn from the prior, with 1 and 2 worker threads, and ``problem.simulate``
 end to end. Prints a table and writes ``benchmarks/results/physics_throughput.json``.
-Target (issue 4): at least 2,000 samples/s on 2 cores, i.e. a 100,000-sample bank in
+Target: at least 2,000 samples/s on 2 cores, i.e. a 100,000-sample bank in
 under a minute. The best of ``--repeats`` runs is reported, since the machine may be shared.
 """
 

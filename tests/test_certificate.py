@@ -1,4 +1,4 @@
-"""Posterior-accuracy certificates (issue 5, Part B)."""
+"""Posterior-accuracy certificates."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Normalizing flows, generative objectives, targets and precision/recall (issue 5, Part A)."""
+"""Normalizing flows, generative objectives, targets and precision/recall."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Flow studies (issue 5): records, resume, report, and the process pool."""
+"""Flow studies: records, resume, report, and the process pool."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Benchmarks against peer tools on sbibm's external reference posteriors (issue 6).
+"""Benchmarks against peer tools on sbibm's reference posteriors (Lueckmann et al. 2021).
 
 Modules:
 

@@ -1,6 +1,6 @@
 r"""Posterior-accuracy certificates: a held-out f-divergence estimate and the TV bound it implies.
 
-The theory of MISSION §3: if :math:`D_f(P_{XY} \| Q_{XY})` is small, where :math:`P_{XY}`
+The theory of the VINA paper: if :math:`D_f(P_{XY} \| Q_{XY})` is small, where :math:`P_{XY}`
 is the true joint of parameters and observations and :math:`Q_{XY}` the model joint
 :math:`(T^{-1}(Y, Z), Y)` with :math:`Y` from the data, then by the Pinsker-type inequality
 :math:`\mathrm{TV}(P, Q) \le c_f \sqrt{D_f(P\|Q)}` and every posterior of :math:`X` given

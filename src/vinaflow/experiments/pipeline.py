@@ -301,7 +301,7 @@ def _model_kwargs(model_cfg: Mapping[str, Any], objective: Mapping[str, Any]) ->
         explicit = kwargs.get("explicit", "auto")
         if explicit == "auto":
             # Train through explicit maps only: sampling objectives use T^{-1}, the
-            # likelihood uses T (MISSION §7).
+            # likelihood uses T (backpropagating through fixed-point inverses is slow).
             sampling = objective["name"] != "nll" and objective.get("direction") == "backward"
             kwargs["explicit"] = "inverse" if sampling else "forward"
     else:

@@ -1,9 +1,9 @@
-r"""Normalizing flow ``Q: z -> x`` for generative modelling (MISSION §1).
+r"""Normalizing flow ``Q: z -> x`` for generative modelling.
 
 :math:`x = Q(z)`, :math:`z \sim p_Z` (Gaussian, uniform on a box, or Student-t), with
 density :math:`q(x) = p_Z(Q^{-1}(x))\,|\det J_{Q^{-1}}(x)|` (Papamakarios et al. 2021).
 
-Two design choices matter for the studies of MISSION §4.3:
+Two design choices matter for the support-mismatch and heavy-tail studies:
 
 * **Normalization of x.** ``"standard"`` (mean / std, the default) suits most data;
   ``"robust"`` (median / IQR) suits heavy-tailed data, whose sample standard deviation

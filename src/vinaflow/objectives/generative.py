@@ -1,4 +1,4 @@
-r"""Training objectives for normalizing flows ``x = Q(z)`` (MISSION §2, generative case).
+r"""Training objectives for normalizing flows ``x = Q(z)`` (the generative case).
 
 Same interface as :mod:`vinaflow.objectives.losses` (``generator_loss(model, x_s, y_s)``,
 ``critic_loss``, ``critic_parameters``, ``has_critic``, ``trains_sampling``), so

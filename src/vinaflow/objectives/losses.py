@@ -344,7 +344,7 @@ class MMDObjective(_SampleDistanceObjective):
 
 
 class PriorPenalty(Objective):
-    """Penalty on generated ``x`` (in problem units) for leaving a prior (MISSION §2).
+    """Penalty on generated ``x`` (in problem units) for leaving a prior (prior regularization).
 
     ``kind="gaussian"``: ``0.5 ||(x - loc) / scale||^2``; ``kind="uniform"``: squared
     hinge outside the box ``[low, high]``.

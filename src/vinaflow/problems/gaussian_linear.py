@@ -1,4 +1,4 @@
-"""Gaussian linear problem with a closed-form posterior (MISSION §4.1)."""
+"""Gaussian linear problem with a closed-form posterior."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Inverse kinematics of a planar arm on a vertical rail (MISSION §4.2).
+"""Inverse kinematics of a planar arm on a vertical rail.
 
 The arm of Ardizzone et al. (2019, "Analyzing inverse problems with invertible neural
 networks", ICLR) and Kruse et al. (2021, "Benchmarking invertible architectures on

@@ -1,4 +1,4 @@
-r"""Geoacoustic inversion in a Pekeris waveguide (MISSION §4.4), with exact grid posteriors.
+r"""Geoacoustic inversion in a Pekeris waveguide, with exact grid posteriors.
 
 Unknowns ``x = (D, c_b)``: water depth ``D`` (m) and sediment compressional sound speed
 ``c_b`` (m/s), a priori independent and uniform on ``[200.5, 236.5] x [1532, 1592]``.
@@ -72,7 +72,7 @@ _LATTICE_CACHE: OrderedDict[tuple, FieldLattice] = OrderedDict()
 
 
 class OceanAcousticsProblem(Problem):
-    """Water depth and seabed sound speed from array data of a few tones (MISSION §4.4).
+    """Water depth and seabed sound speed from array data of a few tones.
 
     Parameters ``x = (water_depth [m], sediment_sound_speed [m/s])``.
 

@@ -1,4 +1,4 @@
-r"""Target distributions for generative modelling with normalizing flows (MISSION §4.3).
+r"""Target distributions for generative modelling with normalizing flows.
 
 A *target* is a data distribution on :math:`\mathbb{R}^d` that can be sampled (and, where
 known, evaluated). The built-in targets are the toy densities of the flow literature and

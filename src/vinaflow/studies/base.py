@@ -1,4 +1,4 @@
-"""Named studies: the paper's experiments (MISSION §5) as one command each.
+"""Named studies: the VINA paper's experiments (arXiv 2602.20480) as one command each.
 
 A :class:`Study` is a base config, grid axes, a seed range, a ``quick`` variant (for
 CI and a first look; every quick study finishes in under 10 minutes on 2 cores) and
@@ -154,7 +154,7 @@ def list_studies() -> list[str]:
     return sorted(set(STUDIES) | set(STUDY_MODULES))
 
 
-# -- inverse kinematics studies (MISSION §5) ------------------------------------------------
+# -- inverse kinematics studies (the VINA paper's experiments) --------------------------------
 #: The paper's INN on the arm: 4 affine coupling blocks, latent dimension 2.
 KINEMATICS_BASE: dict[str, Any] = {
     "problem": {"name": "kinematics", "num_simulations": 20000},

@@ -1,4 +1,4 @@
-"""Normalizing-flow studies of MISSION §4.3 / §5 (issue 5): run, record, report.
+"""Normalizing-flow studies (support mismatch, heavy tails, precision-recall): run, record, report.
 
 * ``support-mismatch``: target U(0, 1); uniform base U(d, d + 1) displaced by
   d in {0, 3, 5, 10, 15, 20, 25} data units (the flow works in data units:

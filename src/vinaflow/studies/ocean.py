@@ -1,4 +1,4 @@
-"""The paper's ocean-acoustic inversion as ``vinaflow study ocean-acoustics`` (MISSION §4.4, §5).
+"""The paper's ocean-acoustic inversion as ``vinaflow study ocean-acoustics``.
 
 Grid: objective (NLL, variational KL, variational JS) x network configuration
 (hidden 64 / latent 18 / 3 blocks, and hidden 403 / latent 2 / 4 blocks, as in the
