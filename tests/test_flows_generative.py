@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -172,6 +173,54 @@ def test_robust_normalization_for_heavy_tails():
     flow.fit_normalization(x)
     assert abs(float(flow.x_norm.mean) - 2.0) < 0.1  # median of Pareto(1) is 2
     assert float(flow.x_norm.std) < 5.0  # the sample std would be in the hundreds
+
+
+LEGACY = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(
+    "name", ["legacy_nf_2d_gaussian", "legacy_nf_1d_uniform", "legacy_nf_1d_student_t"]
+)
+def test_old_nf_model_file_loads_as_conditional_inn_and_samples_identically(name, tmp_path):
+    """``kind: nf`` files written by the former NormalizingFlow (tests/data, with samples,
+    transforms and densities it computed) load as a ConditionalINN with dim_y = 0."""
+    from vinaflow.models import ConditionalINN, Posterior
+    from vinaflow.models.serialization import load_model, save_model
+
+    assert json.loads((LEGACY / name / "model.json").read_text())["model"]["kind"] == "nf"
+    model, _ = load_model(LEGACY / name)
+    assert type(model) is ConditionalINN and model.dim_y == 0
+    with np.load(LEGACY / name / "expected.npz") as e:
+        expected = {k: torch.as_tensor(e[k]) for k in e.files}
+    assert torch.equal(model.sample(50, torch.Generator().manual_seed(11)), expected["samples"])
+    with torch.no_grad():
+        generated = model.x_norm.inverse(model.generate(None, expected["z"]))
+    assert torch.equal(generated, expected["generated"])
+    assert torch.allclose(model.log_prob(expected["samples"]), expected["log_prob"], atol=1e-5)
+    post = Posterior(model)
+    assert post.sample(None, 7).shape == (1, 7, model.dim_x)
+    assert post.sample(torch.zeros(0), 7).shape == (1, 7, model.dim_x)
+    assert torch.allclose(post.log_prob(expected["samples"]), expected["log_prob"], atol=1e-5)
+    # re-saved, it is an ordinary cinn file
+    save_model(model, tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())["model"]
+    assert meta["kind"] == "cinn" and meta["dim_y"] == 0
+    again, _ = load_model(tmp_path)
+    assert torch.equal(again.sample(50, torch.Generator().manual_seed(11)), expected["samples"])
+
+
+def test_normalizing_flow_is_a_conditional_inn_without_observation():
+    from vinaflow.models import ConditionalINN
+
+    flow = NormalizingFlow(2, blocks=2, hidden=8, base="student-t", seed=2)
+    cinn = ConditionalINN(2, 0, blocks=2, hidden=8, base="student-t", seed=2)
+    assert isinstance(flow, ConditionalINN) and flow.config() == cinn.config()
+    x = torch.randn(20, 2)
+    assert torch.equal(flow.log_prob(x), cinn.log_prob(x))
+    with pytest.raises(DataError, match="conditional"):
+        ConditionalINN(2, 3, blocks=1, hidden=4).sample(5)
+    with pytest.raises(ConfigError, match="embedding_dim"):
+        ConditionalINN(2, 0, embedding_dim=4)
 
 
 # -- objectives --------------------------------------------------------------------------

@@ -56,7 +56,7 @@ def certify_run_dir(
         raise DataError(f"run folder not found: {d}")
     model, meta = load_model(d)
     seed = int(seed) if seed is not None else 20240607
-    if getattr(model, "kind", None) == "nf":
+    if getattr(model, "dim_y", None) == 0:  # an unconditional flow (vinaflow flow)
         src = Path(data) if data is not None else d / "heldout.npz"
         if not src.is_file():
             raise DataError(

@@ -34,7 +34,9 @@ class AmortizedModel(nn.Module, ABC):
 
     Subclasses implement :meth:`encode` (``x -> z`` given ``y``), :meth:`generate`
     (``z -> x`` given ``y``) and :meth:`nll`. Users interact through
-    :class:`vinaflow.models.Posterior`.
+    :class:`vinaflow.models.Posterior`. ``dim_y = 0`` means no observation: the model
+    is then an unconditional density of ``x`` and ``y_s`` is a zero-width tensor
+    ``(n, 0)`` (or ``None`` where a method says so).
     """
 
     kind: str = "model"
@@ -45,9 +47,10 @@ class AmortizedModel(nn.Module, ABC):
         self.x_norm = Standardizer(self.dim_x)
         self.y_norm = Standardizer(self.dim_y)
 
-    def fit_normalization(self, x: Tensor, y: Tensor) -> None:
+    def fit_normalization(self, x: Tensor, y: Tensor | None = None) -> None:
         self.x_norm.fit(x)
-        self.y_norm.fit(y)
+        if y is not None or self.dim_y:  # nothing to fit without an observation
+            self.y_norm.fit(y)
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)

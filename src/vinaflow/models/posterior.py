@@ -1,17 +1,24 @@
-"""The user-facing posterior: ``sample(y, n)`` and ``log_prob(x, y)`` in the problem's units."""
+"""The user-facing posterior: ``sample(y, n)``, ``log_prob(x, y)`` in the problem's units,
+``save(dir)`` and ``Posterior.load(dir)``."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from vinaflow.errors import DataError
+from vinaflow.errors import ConfigError, DataError, ModelFileError
 from vinaflow.models.base import AmortizedModel
+from vinaflow.models.serialization import load_model, save_model
 
-__all__ = ["Posterior", "as_observations"]
+__all__ = ["NoDensityError", "Posterior", "as_observations"]
+
+
+class NoDensityError(ConfigError, NotImplementedError):
+    """The model has no tractable density (``Posterior.log_prob``)."""
 
 
 def as_observations(y: Any, dim_y: int, name: str = "observations") -> Tensor:
@@ -51,9 +58,17 @@ class Posterior:
         torch.Size([1, 100, 2])
     """
 
-    def __init__(self, model: AmortizedModel, batch_size: int = 65536) -> None:
+    def __init__(
+        self, model: AmortizedModel, batch_size: int = 65536, train_result: Any = None
+    ) -> None:
         self.model = model
         self.batch_size = int(batch_size)
+        #: How training went (a ``vinaflow.training.TrainResult``: history, steps, seconds,
+        #: why it stopped) for posteriors from ``vinaflow.fit``; ``None`` otherwise.
+        self.train_result = train_result
+
+    def __repr__(self) -> str:
+        return f"Posterior({self.model.kind}, dim_x={self.dim_x}, dim_y={self.dim_y})"
 
     @property
     def dim_x(self) -> int:
@@ -64,12 +79,31 @@ class Posterior:
         return self.model.dim_y
 
     @torch.inference_mode()
-    def sample(self, y: Any, n: int, generator: torch.Generator | None = None) -> Tensor:
-        """Draw ``n`` samples for each observation; returns ``(n_obs, n, dim_x)``."""
+    def sample(
+        self,
+        y: Any,
+        n: int,
+        *,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Draw ``n`` samples for each observation; returns ``(n_obs, n, dim_x)``.
+
+        For ``dim_y = 0`` (no observation) ``y`` is ``None`` or empty: ``(1, n, dim_x)``.
+        ``seed`` (or a ``generator``) makes the draws reproducible: the same seed gives the
+        same samples, also from a saved and reloaded posterior. Without either, torch's
+        global random state is used.
+        """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise DataError(f"number of samples n must be an integer >= 1, got {n!r}")
         n = int(n)
-        obs = as_observations(y, self.dim_y)
+        if seed is not None:
+            if generator is not None:
+                raise ConfigError("sample: give seed or generator, not both")
+            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+                raise ConfigError(f"sample: seed must be an integer, got {seed!r}")
+            generator = torch.Generator().manual_seed(int(seed))
+        obs = self._observations(y)
         was_training = self.model.training
         self.model.eval()
         try:
@@ -96,13 +130,27 @@ class Posterior:
     def has_log_prob(self) -> bool:
         return self.model.has_log_prob
 
+    def _observations(self, y: Any) -> Tensor:
+        # A model without observation (dim_y = 0, an unconditional flow) takes y=None.
+        if y is None and self.dim_y == 0:
+            return torch.zeros(1, 0)
+        return as_observations(y, self.dim_y)
+
     @torch.no_grad()
-    def log_prob(self, x: Any, y: Any) -> Tensor:
-        """``log q(x | y)`` for ``x`` ``(n, dim_x)`` and one ``y`` or ``n`` of them."""
+    def log_prob(self, x: Any, y: Any = None) -> Tensor:
+        """``log q(x | y)`` for ``x`` ``(n, dim_x)`` and one ``y`` or ``n`` of them.
+
+        For ``dim_y = 0`` (no observation) ``y`` is ``None``. Raises
+        :class:`NoDensityError` for models without a tractable density (the joint INN, a
+        conditional INN with ``latent_dim > dim_x``).
+        """
         if not self.has_log_prob:
-            raise NotImplementedError(f"model kind {self.model.kind!r} has no tractable log_prob")
+            raise NoDensityError(
+                f"log_prob: model kind {self.model.kind!r} has no tractable density "
+                "(a conditional INN with latent_dim = dim_x has one)"
+            )
         xs = as_observations(x, self.dim_x, name="x")
-        obs = as_observations(y, self.dim_y)
+        obs = self._observations(y)
         if obs.shape[0] == 1:
             obs = obs.expand(xs.shape[0], -1)
         elif obs.shape[0] != xs.shape[0]:
@@ -110,3 +158,25 @@ class Posterior:
         self.model.eval()
         lp = self.model.log_prob_standardized(self.model.x_norm(xs), self.model.y_norm(obs))
         return lp + self.model.x_norm.log_abs_det()
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``model.safetensors`` and ``model.json`` to ``directory`` (created if
+        needed), each file atomically; :meth:`load` (or ``vinaflow.load``) reads it back."""
+        directory = Path(directory)
+        if directory.exists() and not directory.is_dir():
+            raise ConfigError(f"save: {directory} exists and is not a folder")
+        directory.mkdir(parents=True, exist_ok=True)
+        save_model(self.model, directory)
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Posterior:
+        """The posterior saved in ``directory``: by :meth:`save` or a ``vinaflow run`` folder."""
+        model, meta = load_model(directory)
+        if not isinstance(model, AmortizedModel):
+            kind = (meta.get("model") or {}).get("kind")
+            raise ModelFileError(
+                f"{directory} holds a model of kind {kind!r}, not a conditional posterior; "
+                "unconditional flows load with vinaflow.models.serialization.load_model"
+            )
+        return cls(model)

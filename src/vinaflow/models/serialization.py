@@ -81,6 +81,11 @@ def load_model(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ModelFileError(
             f"{weights_path} is truncated or not a safetensors file ({err})"
         ) from err
+    if kind == "nf":
+        # Written before unconditional flows became ConditionalINNs with dim_y = 0.
+        from vinaflow.models.flow import upgrade_nf_file
+
+        kind, cfg, state = upgrade_nf_file(cfg, state)
     # Every structural size implies at least that many stored numbers; checking this
     # first keeps a forged ``blocks: 10**9`` from taking forever even on the meta device.
     stored = sum(v.numel() for v in state.values())
@@ -120,12 +125,10 @@ def load_model(directory: str | Path) -> tuple[nn.Module, dict[str, Any]]:
 
 def _build(kind: Any, cfg: dict[str, Any], meta_path: Path, device: str = "cpu") -> nn.Module:
     """The model a ``model.json`` describes; any failure is the file's fault."""
-    from vinaflow.models import NormalizingFlow, build_model
+    from vinaflow.models import build_model
 
     try:
         with torch.device(device):
-            if kind == "nf":
-                return NormalizingFlow(**cfg)
             return build_model(kind, **cfg)
     except ModelFileError:
         raise

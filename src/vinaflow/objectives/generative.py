@@ -109,7 +109,7 @@ def _transform(name: str) -> Any:
 
 
 def _generate(model: NormalizingFlow, n: int) -> Tensor:
-    return model.generate_standardized(model.sample_base(n))
+    return model.generate(None, model.sample_latent(n))
 
 
 class FlowNLL(Objective):
