@@ -79,6 +79,17 @@ def test_every_figure_and_table_a_page_uses_exists() -> None:
         assert (ROOT / "docs" / "generated" / name).is_file(), name
 
 
+def test_getting_started_has_the_readme_commands() -> None:
+    """The main job's and the test suite's commands are copied from README.md verbatim."""
+    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "getting-started.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```bash\n(.*?)```", quick_start, flags=re.S)
+    assert len(blocks) >= 2  # the main job and the test suite
+    for block in blocks:
+        assert block in page, f"README command not on the getting-started page:\n{block}"
+
+
 _MKDOCS = all(importlib.util.find_spec(m) for m in ("mkdocs", "material", "mkdocstrings"))
 
 
