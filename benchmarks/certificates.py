@@ -30,7 +30,10 @@ from torch import Tensor
 from vinaflow.atomic import atomic_write_json
 from vinaflow.evaluation import c2st
 from vinaflow.evaluation.certificate import certify_posterior
+from vinaflow.models import ConditionalINN, Posterior
+from vinaflow.objectives.losses import NLLObjective
 from vinaflow.problems.gaussian_linear import GaussianLinear
+from vinaflow.training import Trainer, TrainingConfig
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -75,10 +78,6 @@ def shift_for_kl(problem: GaussianLinear, kl: float) -> Tensor:
 
 
 def train_cinn(problem: GaussianLinear, steps: int, seed: int = 0):
-    from vinaflow.models import ConditionalINN, Posterior
-    from vinaflow.objectives.losses import NLLObjective
-    from vinaflow.training import Trainer, TrainingConfig
-
     g = torch.Generator().manual_seed(seed)
     x = problem.sample_prior(20000, g)
     y = problem.simulate(x, g)

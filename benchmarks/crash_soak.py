@@ -32,6 +32,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from vinaflow.atomic import atomic_write_json
 from vinaflow.errors import VinaflowError
 from vinaflow.models.serialization import load_model
 from vinaflow.problems import load_bank
@@ -273,8 +274,6 @@ def main(argv: list[str] | None = None) -> int:
     t = summary["total"]
     print(f"{'total':8s} {t['kills']:6d} {t['corrupted_files']:10d} {t['successful_resumes']:11d}")
     args.out.mkdir(parents=True, exist_ok=True)
-    from vinaflow.atomic import atomic_write_json
-
     atomic_write_json(args.out / "crash_soak.json", summary)
     print(f"\nwrote {args.out / 'crash_soak.json'}")
     return 0 if t["corrupted_files"] == 0 and t["successful_resumes"] == t["kills"] else 1

@@ -19,7 +19,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-DIVERGENCES = ("kl", "reverse-kl", "js", "pearson", "hellinger", "gan", "tv")
+from vinaflow.atomic import atomic_write_json
+from vinaflow.objectives.divergences import DIVERGENCES as DIVERGENCE_REGISTRY
+
+DIVERGENCES = tuple(DIVERGENCE_REGISTRY)
 TARGETS = {
     "nll-cinn": 0.55,
     "fdiv-kl": 0.6,
@@ -48,6 +51,8 @@ def configurations() -> dict[str, dict[str, Any]]:
 
 
 def run_one(name: str, spec: dict[str, Any], max_seconds: float, seed: int) -> dict[str, Any]:
+    # torch is imported in the forked workers only: a parent that holds torch's thread
+    # pools can deadlock its forked children.
     import torch
 
     from vinaflow.config import resolve_config
@@ -135,8 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['name']:<22} {r['c2st']:>6.3f} {tgt:>6} {r['w1']:>7.3f} "
             f"{r['coverage']:>6.3f} {r['train_seconds']:>8.1f} {r['steps']:>6}{flag}"
         )
-    from vinaflow.atomic import atomic_write_json
-    from vinaflow.experiments.pipeline import environment
+    from vinaflow.experiments.pipeline import environment  # imports torch: after the pool
 
     atomic_write_json(
         args.out,

@@ -31,6 +31,8 @@ import torch
 from vinaflow.atomic import atomic_write_json
 from vinaflow.config import resolve_config
 from vinaflow.experiments.pipeline import environment, run
+from vinaflow.studies.grid import Axis, Sweep
+from vinaflow.studies.sweep import run_sweep
 
 RESULTS = Path(__file__).parent / "results" / "kinematics.json"
 
@@ -138,9 +140,7 @@ def bench_config(name: str, quick: bool) -> dict[str, Any]:
 
 def bench_ray(n_runs: int = 8) -> dict[str, Any]:
     """Wall time of the same small sweep with 1 and 2 workers on one local Ray instance."""
-    import ray
-
-    from vinaflow.studies.sweep import Axis, Sweep, run_sweep
+    import ray  # optional dependency (the "ray" extra)
 
     base = _merge(
         BASE,

@@ -27,7 +27,7 @@ from vinaflow.config import deep_merge, resolve_config
 from vinaflow.experiments.pipeline import environment, run
 from vinaflow.runtime import tune_allocator
 from vinaflow.studies.ocean import OCEAN_BASE
-from vinaflow.studies.sweep import run_in_processes
+from vinaflow.studies.runners import run_in_processes
 
 RESULTS = Path(__file__).parent / "results"
 

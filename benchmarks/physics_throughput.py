@@ -22,8 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vinaflow.atomic import atomic_write_json
+from vinaflow.physics import PekerisWaveguide
+from vinaflow.problems.ocean_acoustics import (
+    DEFAULT_FREQUENCIES,
+    DEFAULT_RECEIVER_DEPTHS,
+    OceanAcousticsProblem,
+)
 
 __all__ = ["main", "measure"]
 
@@ -33,12 +40,6 @@ RESULTS = Path(__file__).parent / "results" / "physics_throughput.json"
 
 def measure(n: int, workers: int, repeats: int, seed: int = 0) -> dict[str, Any]:
     """Best-of-``repeats`` time of ``PekerisWaveguide.pressure`` for ``n`` prior draws."""
-    from vinaflow.physics import PekerisWaveguide
-    from vinaflow.problems.ocean_acoustics import (
-        DEFAULT_FREQUENCIES,
-        DEFAULT_RECEIVER_DEPTHS,
-    )
-
     rng = np.random.default_rng(seed)
     depth = rng.uniform(200.5, 236.5, n)
     speed = rng.uniform(1532.0, 1592.0, n)
@@ -63,9 +64,6 @@ def measure(n: int, workers: int, repeats: int, seed: int = 0) -> dict[str, Any]
 
 def mode_counts(n: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
     """Mean numbers of trapped and leaky modes summed per tone over prior draws."""
-    from vinaflow.physics import PekerisWaveguide
-    from vinaflow.problems.ocean_acoustics import DEFAULT_FREQUENCIES
-
     rng = np.random.default_rng(seed)
     depth = rng.uniform(200.5, 236.5, n)
     speed = rng.uniform(1532.0, 1592.0, n)
@@ -86,10 +84,6 @@ def mode_counts(n: int = 2000, seed: int = 0) -> list[dict[str, Any]]:
 
 def simulate_rate(n: int, repeats: int) -> dict[str, Any]:
     """``OceanAcousticsProblem.simulate`` end to end (noise and tensors included)."""
-    import torch
-
-    from vinaflow.problems.ocean_acoustics import OceanAcousticsProblem
-
     problem = OceanAcousticsProblem()
     g = torch.Generator().manual_seed(0)
     x = problem.sample_prior(n, g)

@@ -12,12 +12,14 @@ from vinaflow.cli.certify import register as register_certify
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.evaluation.certificate import (
     CertificateConfig,
+    GaussianOffset,
     certificate_for_run,
     certify_posterior,
     certify_samples,
     format_certificate,
 )
 from vinaflow.objectives.divergences import get_divergence
+from vinaflow.problems.bank import BankProblem, SimulationBank
 from vinaflow.problems.gaussian_linear import GaussianLinear
 
 FAST = {"steps": 600, "bootstrap": 200, "eval_every": 50}
@@ -98,8 +100,6 @@ def test_posterior_certificate_matches_exact_kl_on_gaussian_linear():
 
 
 def test_certificate_for_run_skips_bank_without_heldout():
-    from vinaflow.problems.bank import BankProblem, SimulationBank
-
     bank = BankProblem(SimulationBank(torch.randn(100, 2), torch.randn(100, 1)))
     out = certificate_for_run(None, bank, dataset=None, evaluation={})
     assert "skipped" in out and "no held-out data" in out["skipped"]
@@ -131,8 +131,6 @@ def test_cli_registration_and_run_dir_errors(tmp_path):
 
 
 def test_gaussian_offset_is_the_optimal_critic_of_two_gaussians():
-    from vinaflow.evaluation.certificate import GaussianOffset
-
     p, q = _gauss(20000, 0.0, 0), _gauss(20000, 1.0, 1) * 1.5
     off = GaussianOffset(p, q, get_divergence("kl"))
     u = torch.randn(100, 2)

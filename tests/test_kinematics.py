@@ -11,6 +11,7 @@ import torch
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.problems import make_problem
 from vinaflow.problems.kinematics import InverseKinematics, abc_rejection, forward_kinematics
+from vinaflow.studies.kinematics_plots import plot_arm_posterior
 
 
 @pytest.fixture
@@ -118,8 +119,6 @@ def test_bad_observation_shape(ik: InverseKinematics) -> None:
 
 
 def test_arm_figure(tmp_path, ik: InverseKinematics) -> None:
-    from vinaflow.studies.kinematics_plots import plot_arm_posterior
-
     y = torch.tensor([1.5, 0.0])
     ref = ik.reference_posterior(y, 200, torch.Generator().manual_seed(0))
     path = plot_arm_posterior(ref, y, tmp_path / "arms.png", reference=ref)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+import vinaflow.runtime as runtime
 from vinaflow.blocks import build_flow
 from vinaflow.nets import MLP
 from vinaflow.runtime import tune_allocator
@@ -54,8 +55,6 @@ def test_flow_sampling_unchanged_by_fast_path() -> None:
 def test_tune_allocator_is_idempotent(monkeypatch: pytest.MonkeyPatch) -> None:
     first = tune_allocator()
     assert tune_allocator() == first
-    import vinaflow.runtime as runtime
-
     monkeypatch.setattr(runtime, "_tuned", False)
     monkeypatch.setenv("VINAFLOW_NO_MALLOC_TUNING", "1")
     assert tune_allocator() is False

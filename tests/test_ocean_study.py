@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from vinaflow.config import resolve_config
+from vinaflow.experiments.pipeline import run
 from vinaflow.studies.base import get_study
 
 
@@ -28,9 +30,6 @@ def test_ocean_run_with_noise_augmentation_and_importance_sampling() -> None:
     """A short ocean run end to end: noise-augmented training, then the flow and the
     importance-sampled flow scored against the exact grid posterior; a flow that is far
     from converged still proposes well enough for reweighting to get close."""
-    from vinaflow.config import resolve_config
-    from vinaflow.experiments.pipeline import run
-
     cfg = resolve_config(
         {
             "problem": {"name": "ocean-acoustics", "num_simulations": 4000},

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -118,8 +119,6 @@ def _quadrature(md, i: int, depth: float, rho_w: float, rho_b: float) -> np.ndar
 
 def _select(md, i):
     keep = (md.weight[i] > 0) & ~md.leaky[i]
-    from dataclasses import replace
-
     return replace(
         md,
         depth=md.depth[i : i + 1],

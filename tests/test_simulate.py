@@ -12,7 +12,9 @@ import pytest
 
 from vinaflow.cli import main
 from vinaflow.cli.simulate import problem_spec_from_args
+from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError, DataError
+from vinaflow.experiments.pipeline import run
 from vinaflow.problems import BankProblem, load_bank, make_problem
 from vinaflow.problems.simulate import simulate_bank
 
@@ -189,9 +191,6 @@ def test_bank_keeps_noise_free_observations_for_noise_augmentation(tmp_path: Pat
     bank_problem = make_problem({"bank": str(out)})
     assert np.allclose(bank_problem.observation_noise_std.numpy(), 0.2)
 
-    from vinaflow.config import resolve_config
-    from vinaflow.experiments.pipeline import run
-
     cfg = resolve_config(
         {
             "problem": {"bank": str(out)},
@@ -220,9 +219,6 @@ def test_bank_keeps_noise_free_observations_for_noise_augmentation(tmp_path: Pat
 
 
 def test_noise_augmentation_needs_an_additive_noise_model(tmp_path: Path) -> None:
-    from vinaflow.config import resolve_config
-    from vinaflow.experiments.pipeline import run
-
     cfg = resolve_config(
         {
             "problem": {"name": "kinematics", "num_simulations": 500},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -11,8 +12,10 @@ from vinaflow.cli import main
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.studies import base as studies
 from vinaflow.studies.base import STUDY_MODULES, Study, get_study, list_studies
+from vinaflow.studies.grid import Axis, Sweep
 from vinaflow.studies.report import load_study_data, write_study_report
-from vinaflow.studies.sweep import Axis, load_results, run_sweep
+from vinaflow.studies.results import load_results, write_results
+from vinaflow.studies.sweep import run_sweep
 
 KINEMATICS_STUDIES = ("prior-regularization", "divergences", "latent-dim", "sinkhorn-blur")
 
@@ -117,10 +120,6 @@ def test_prior_regularization_study_end_to_end(tmp_path) -> None:
 
 def test_divergence_figure_from_records(tmp_path) -> None:
     """Figure 4 from synthetic records (no training): ellipses per arch x direction."""
-    import json
-
-    from vinaflow.studies.sweep import Sweep, _write_results
-
     sweep = Sweep(
         get_study("divergences").base,
         [
@@ -141,7 +140,7 @@ def test_divergence_figure_from_records(tmp_path) -> None:
             "w1": 0.1,
         }
         recs.append({"id": t.id, "params": t.params, "seed": t.seed, "status": "ok", "metrics": m})
-    _write_results(out, recs)
+    write_results(out, recs)
     meta = {
         "base": sweep.base,
         "axes": [{"name": a.name, "values": [[lab, p] for lab, p in a.values]} for a in sweep.axes],

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from vinaflow.cli import main
-from vinaflow.errors import ConfigError, DataError
+from vinaflow.errors import ConfigError, DataError, TrainingDivergedError
 from vinaflow.studies import sweep as sweep_mod
 from vinaflow.studies.sweep import (
     Axis,
@@ -134,7 +134,6 @@ def test_sweep_resumes_and_never_loses_results(base: dict, tmp_path, monkeypatch
 def test_failed_runs_are_recorded_and_retried(base: dict, tmp_path, monkeypatch) -> None:
     out = tmp_path / "sw"
     sw = Sweep(base, [], [0])
-    from vinaflow.errors import TrainingDivergedError
 
     def boom(*args, **kwargs):
         raise TrainingDivergedError("loss is NaN")

@@ -1,4 +1,7 @@
-"""Process-level tuning that PyTorch leaves to the user.
+"""Process-level settings: the usable CPUs, and allocator tuning PyTorch leaves to the user.
+
+:func:`available_cpus` counts the cores this process may run on (its CPU affinity, which
+a container or ``taskset`` can restrict below :func:`os.cpu_count`).
 
 PyTorch's CPU allocator takes every tensor from the C library's ``malloc``. glibc serves
 blocks above its mmap threshold (128 KiB at start, adapted upward on frees) with fresh
@@ -27,7 +30,7 @@ import ctypes.util
 import os
 import sys
 
-__all__ = ["tune_allocator"]
+__all__ = ["available_cpus", "tune_allocator"]
 
 # mallopt parameter numbers from glibc's <malloc.h>.
 _M_TRIM_THRESHOLD = -1
@@ -35,6 +38,14 @@ _M_MMAP_THRESHOLD = -3
 _MMAP_THRESHOLD_BYTES = 256 * 2**20
 _TRIM_THRESHOLD_BYTES = 1024 * 2**20
 _tuned = False
+
+
+def available_cpus() -> int:
+    """Cores this process may run on (at least 1)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def tune_allocator() -> bool:

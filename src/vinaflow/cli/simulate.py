@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from vinaflow.config import _parse_scalar, read_config_file
 from vinaflow.errors import ConfigError
 from vinaflow.problems.simulate import simulate_bank
 
@@ -19,19 +20,9 @@ def problem_spec_from_args(problem: str, sets: Sequence[str]) -> dict[str, Any]:
     ``PROBLEM`` is a built-in name, ``module:function`` (a custom simulator, with
     ``--set prior=...``) or a YAML config whose ``problem`` section is used.
     """
-    import yaml
-
-    from vinaflow.config import _parse_scalar
-
     path = Path(problem)
     if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"simulate: config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"simulate: {path} is not valid YAML ({err})") from err
-        section = raw.get("problem") if isinstance(raw, Mapping) else None
+        section = read_config_file(path).get("problem")
         if not isinstance(section, Mapping):
             raise ConfigError(f"simulate: {path} has no 'problem' section")
         spec: dict[str, Any] = dict(section)

@@ -10,8 +10,18 @@ paper (:mod:`vinaflow.studies.base`) and writes its report;
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import Any
+
+from vinaflow.config import apply_overrides, read_config_file
+from vinaflow.errors import ConfigError
+from vinaflow.studies.base import get_study, list_studies
+from vinaflow.studies.flows import GENERATIVE_STUDIES, run_study, write_generative_report
+from vinaflow.studies.grid import Sweep, parse_grid, parse_seeds
+from vinaflow.studies.report import write_study_report
+from vinaflow.studies.sweep import run_sweep
 
 __all__ = ["register"]
 
@@ -38,18 +48,8 @@ def _add_backend_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
 
 
-def _cmd_sweep(args: argparse.Namespace) -> int:
-    from vinaflow.config import read_config_file
-    from vinaflow.studies.report import write_study_report
-    from vinaflow.studies.sweep import Sweep, parse_grid, parse_seeds, run_sweep
-
-    path = Path(args.config)
-    base = read_config_file(path)
-    if args.set:
-        from vinaflow.config import apply_overrides
-
-        base = apply_overrides(base, args.set)
-    sweep = Sweep(base=base, axes=parse_grid(args.grid or []), seeds=parse_seeds(args.seeds))
+def _run_and_report(sweep: Sweep, args: argparse.Namespace, meta: dict[str, Any]) -> str:
+    """Run ``sweep`` with the backend options of ``args``, write its report; a summary line."""
     records = run_sweep(
         sweep,
         args.out,
@@ -59,21 +59,25 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         save_runs=args.save_runs,
         retry_failed=args.retry_failed,
         progress=not args.quiet,
-        meta={"config_file": str(path)},
+        meta=meta,
     )
     report = write_study_report(args.out)
     n_ok = sum(r.get("status") == "ok" for r in records)
-    print(f"{n_ok}/{len(records)} runs ok; wrote {Path(args.out) / 'results.jsonl'} and {report}")
+    return f"{n_ok}/{len(records)} runs ok; wrote {report}"
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    path = Path(args.config)
+    base = read_config_file(path)
+    if args.set:
+        base = apply_overrides(base, args.set)
+    sweep = Sweep(base=base, axes=parse_grid(args.grid or []), seeds=parse_seeds(args.seeds))
+    summary = _run_and_report(sweep, args, {"config_file": str(path)})
+    print(f"{summary} and {Path(args.out) / 'results.jsonl'}")
     return 0
 
 
 def _cmd_study(args: argparse.Namespace) -> int:
-    from vinaflow.errors import ConfigError
-    from vinaflow.studies.base import get_study, list_studies
-    from vinaflow.studies.flows import GENERATIVE_STUDIES, run_study
-    from vinaflow.studies.report import write_study_report
-    from vinaflow.studies.sweep import parse_seeds, run_sweep
-
     if args.list or not args.name:
         for name in list_studies():
             s = get_study(name)
@@ -98,33 +102,11 @@ def _cmd_study(args: argparse.Namespace) -> int:
         return 0
     study = get_study(args.name)
     sweep = study.sweep(quick=args.quick, seeds=args.seeds)
-    records = run_sweep(
-        sweep,
-        args.out,
-        backend=args.backend,
-        workers=args.workers,
-        ray_address=args.ray_address,
-        save_runs=args.save_runs,
-        retry_failed=args.retry_failed,
-        progress=not args.quiet,
-        meta={"study": study.name, "quick": bool(args.quick)},
-    )
-    report = write_study_report(args.out)
-    n_ok = sum(r.get("status") == "ok" for r in records)
-    print(f"{n_ok}/{len(records)} runs ok; wrote {report}")
+    print(_run_and_report(sweep, args, {"study": study.name, "quick": bool(args.quick)}))
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    import json
-    from pathlib import Path
-
-    from vinaflow.studies.flows import (
-        GENERATIVE_STUDIES,
-        write_generative_report,
-    )
-    from vinaflow.studies.report import write_study_report
-
     meta = Path(args.dir) / "study.json"
     is_flow_study = meta.is_file() and json.loads(meta.read_text()).get("study") in (
         GENERATIVE_STUDIES

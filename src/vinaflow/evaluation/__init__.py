@@ -37,6 +37,7 @@ _PLOTS = {
 
 def __getattr__(name: str) -> Any:
     if name in _PLOTS:
+        # matplotlib is heavy: loaded on the first plot function asked for.
         from vinaflow.evaluation import plots
 
         return getattr(plots, name)

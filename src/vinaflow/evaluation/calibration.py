@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 from scipy import stats
+from scipy.special import logsumexp
 
 from vinaflow.errors import DataError
 from vinaflow.evaluation.metrics import as_numpy
@@ -138,8 +139,6 @@ def _kde_neg_logdens(s: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarr
     Sample points are scored leave-one-out, so that they are not favoured over
     the truth, which is not part of the KDE.
     """
-    from scipy.special import logsumexp
-
     n_obs, n, dim = s.shape
     h2 = n ** (-2.0 / (dim + 4))
     mu = s.mean(axis=1, keepdims=True)

@@ -100,6 +100,7 @@ def c2st(
     References:
         Lopez-Paz & Oquab (2017); Lueckmann et al. (2021).
     """
+    # scikit-learn is heavy (about 1 s to import): loaded on the first C2ST only.
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import StratifiedKFold, cross_val_score
     from sklearn.neural_network import MLPClassifier
@@ -152,7 +153,7 @@ def w1(a: Any, b: Any, max_samples: int = 1000, seed: int = 0) -> float:
     References:
         Peyre & Cuturi (2019), ch. 3.
     """
-    import ot
+    import ot  # POT is heavy (about 2 s to import): loaded on the first W1 only
 
     if max_samples < 1:
         raise DataError(f"max_samples must be >= 1, got {max_samples}")

@@ -19,30 +19,49 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy import stats
 
+from vinaflow.atomic import atomic_path
 from vinaflow.errors import DataError
 from vinaflow.evaluation.metrics import as_numpy, check_samples
 
 __all__ = [
+    "panel_grid",
     "plot_coverage",
     "plot_loss_curves",
     "plot_posterior_pairs",
     "plot_sbc_histogram",
     "plot_training_history",
+    "save_figure",
 ]
 
 _MAX_SCATTER = 2000
 
 
-def _save(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
-    # The shared atomic writer: temporary name, fsync, os.replace (a crash leaves the old
-    # plot or the new one, never half a PNG).
-    from vinaflow.atomic import atomic_path
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG at ``path`` atomically (on an Agg canvas); returns ``path``.
 
+    Temporary name, ``fsync``, :func:`os.replace`: a crash leaves the old plot or the
+    new one, never half a PNG.
+    """
     path = Path(path)
     FigureCanvasAgg(fig)
     with atomic_path(path, suffix=".png") as tmp, open(tmp, "wb") as fh:
         fig.savefig(fh, format="png", dpi=dpi, bbox_inches="tight")
     return path
+
+
+def panel_grid(n: int, width: float, height: float, ncols: int = 4) -> tuple[Figure, list[Any]]:
+    """A figure with ``n`` panels of ``width`` x ``height`` inches, at most ``ncols`` a row.
+
+    Returns the figure and the ``n`` axes in reading order; the unused cells of the last
+    row are hidden.
+    """
+    ncols = max(1, min(n, ncols))
+    nrows = int(np.ceil(n / ncols))
+    fig = Figure(figsize=(width * ncols, height * nrows))
+    axes = list(np.asarray(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1))
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
 
 
 def plot_loss_curves(
@@ -85,7 +104,7 @@ def plot_loss_curves(
         ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_training_history(
@@ -182,7 +201,7 @@ def plot_posterior_pairs(
     if t is not None:
         handles.append(axes[0, 0].plot([], [], color=c_true, marker="*", label="truth")[0])
     fig.legend(handles=handles, loc="upper right")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_sbc_histogram(
@@ -220,14 +239,8 @@ def plot_sbc_histogram(
     lo = stats.binom.ppf(0.005, n_obs, p_bin)
     hi = stats.binom.ppf(0.995, n_obs, p_bin)
 
-    ncol = min(d, 4)
-    nrow = int(np.ceil(d / ncol))
-    fig = Figure(figsize=(3.2 * ncol, 2.6 * nrow))
-    axes = np.atleast_1d(fig.subplots(nrow, ncol, squeeze=False)).reshape(-1)
+    fig, axes = panel_grid(d, 3.2, 2.6)
     for k, ax in enumerate(axes):
-        if k >= d:
-            ax.set_visible(False)
-            continue
         counts, _ = np.histogram(r[:, k], bins=edges - 0.5)
         x = edges - 0.5
         ax.fill_between(
@@ -244,7 +257,7 @@ def plot_sbc_histogram(
         ax.set_xlabel("rank")
         ax.set_xlim(x[0], x[-1])
     axes[0].set_ylabel("count")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_coverage(
@@ -286,4 +299,4 @@ def plot_coverage(
     ax.set_ylabel("empirical coverage")
     ax.legend(loc="upper left")
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -1,5 +1,9 @@
 r"""Normal modes of the Pekeris waveguide.
 
+This module is one solver - the dispersion relation, its root finder, the mode shapes
+and the modal sum share the angle parametrisation and the vectorised block layout
+below - so it stays one file above the usual 500 lines.
+
 An isovelocity water layer (sound speed :math:`c_w`, density :math:`\rho_w`, depth
 :math:`D`) with a pressure-release surface lies on a fluid half-space (:math:`c_b > c_w`,
 :math:`\rho_b`, attenuation :math:`\alpha` in dB per wavelength). The horizontal
@@ -59,6 +63,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from vinaflow.errors import ConfigError, ConvergenceError, DataError
+from vinaflow.runtime import available_cpus
 
 __all__ = ["ETA", "Modes", "PekerisWaveguide", "transmission_loss"]
 
@@ -158,7 +163,7 @@ class PekerisWaveguide:
         self.attenuation = float(attenuation)
         self.leaky_modes = bool(leaky_modes)
         self.amplitude_tol = float(amplitude_tol)
-        self.workers = max(1, int(workers if workers is not None else min(2, _cpu_count())))
+        self.workers = max(1, int(workers if workers is not None else min(2, available_cpus())))
 
     def __repr__(self) -> str:
         return (
@@ -649,12 +654,3 @@ def _chunks(n: int, workers: int) -> list[slice]:
     k = max(1, min(workers, n // 256))
     edges = np.linspace(0, n, k + 1).astype(int)
     return [slice(int(lo), int(hi)) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-
-
-def _cpu_count() -> int:
-    import os
-
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1

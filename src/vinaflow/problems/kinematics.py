@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Independent, Normal
 
+from vinaflow.atomic import atomic_path
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.problems.base import Problem
 
@@ -323,8 +324,6 @@ def _read_cache(path: Path) -> tuple[np.ndarray, dict[str, float]] | None:
 
 
 def _write_cache(path: Path, samples: np.ndarray, y: np.ndarray, info: dict[str, float]) -> None:
-    from vinaflow.atomic import atomic_path
-
     try:
         with atomic_path(path, suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:

@@ -27,10 +27,18 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
+from vinaflow import __version__
 from vinaflow.atomic import atomic_path, atomic_write_json
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.problems.base import Problem
+from vinaflow.problems.registry import (
+    BUILTIN_PROBLEMS,
+    DATA_KEYS,
+    make_problem,
+    problem_parameters,
+)
 
 __all__ = ["BANK_FORMAT_VERSION", "simulate_bank"]
 
@@ -49,8 +57,6 @@ def _resolved_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     Stored defaults keep a bank reproducible if a later vinaflow changes a default.
     """
-    from vinaflow.problems.registry import BUILTIN_PROBLEMS, DATA_KEYS, problem_parameters
-
     spec = {k: v for k, v in spec.items() if k not in DATA_KEYS}
     if "bank" in spec:
         raise ConfigError("simulate: the problem is a bank already; give a problem name")
@@ -126,8 +132,6 @@ def _remove_temporaries(folder: Path, prefix: str) -> None:
 def _progress(total: int, initial: int, enabled: bool):  # noqa: ANN202
     if not enabled:
         return None
-    from tqdm.auto import tqdm
-
     return tqdm(
         total=total,
         initial=initial,
@@ -171,9 +175,6 @@ def simulate_bank(
     Example:
         >>> # simulate_bank({"name": "gaussian-linear"}, 100_000, "bank.npz")
     """
-    from vinaflow import __version__
-    from vinaflow.problems.registry import make_problem
-
     if not isinstance(problem_spec, Mapping):
         raise ConfigError("simulate: the problem must be a mapping such as {name: NAME, ...}")
     n = _positive_int("n", n)

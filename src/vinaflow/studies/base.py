@@ -11,7 +11,7 @@ Adding studies from another module
    time::
 
        from vinaflow.studies.base import Study, register_study
-       from vinaflow.studies.sweep import Axis
+       from vinaflow.studies.grid import Axis
 
        register_study(Study(
            name="nf-support",
@@ -32,7 +32,7 @@ Interface details:
 
 * ``base``: a raw config mapping (sections as in a YAML file); each run merges its
   axis patches and ``training.seed`` and resolves it with the defaults.
-* ``axes``: :class:`~vinaflow.studies.sweep.Axis` objects; an axis value is a
+* ``axes``: :class:`~vinaflow.studies.grid.Axis` objects; an axis value is a
   patch ``{dotted.key: value}`` or ``{section: {...}}`` (replaces the section).
 * ``quick``: ``overrides`` (dotted key -> value, applied to ``base``), ``axes``
   (axis name -> the labels to keep) and ``seeds``.
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vinaflow.errors import ConfigError
-from vinaflow.studies.sweep import Axis, Sweep, _apply_patch, parse_seeds
+from vinaflow.studies.grid import Axis, Sweep, apply_patch, parse_seeds
 
 __all__ = [
     "STUDIES",
@@ -70,10 +70,10 @@ STUDIES: dict[str, Study] = {}
 
 #: Study name -> module that registers it when imported (lazy loading).
 STUDY_MODULES: dict[str, str] = {
-    "prior-regularization": "vinaflow.studies.base",
-    "divergences": "vinaflow.studies.base",
-    "latent-dim": "vinaflow.studies.base",
-    "sinkhorn-blur": "vinaflow.studies.base",
+    "prior-regularization": "vinaflow.studies.kinematics",
+    "divergences": "vinaflow.studies.kinematics",
+    "latent-dim": "vinaflow.studies.kinematics",
+    "sinkhorn-blur": "vinaflow.studies.kinematics",
     "ocean-acoustics": "vinaflow.studies.ocean",
 }
 
@@ -102,7 +102,7 @@ class Study:
         axes = [Axis(a.name, list(a.values)) for a in self.axes]
         seed_text = self.seeds
         if quick:
-            _apply_patch(base, self.quick.get("overrides", {}))
+            apply_patch(base, self.quick.get("overrides", {}))
             keep = self.quick.get("axes", {})
             for a in axes:
                 if a.name in keep:
@@ -152,153 +152,3 @@ def list_studies() -> list[str]:
         except ImportError:
             continue  # an optional module whose dependencies are missing
     return sorted(set(STUDIES) | set(STUDY_MODULES))
-
-
-# -- inverse kinematics studies (the VINA paper's experiments) --------------------------------
-#: The paper's INN on the arm: 4 affine coupling blocks, latent dimension 2.
-KINEMATICS_BASE: dict[str, Any] = {
-    "problem": {"name": "kinematics", "num_simulations": 20000},
-    "model": {"kind": "inn", "arch": "coupling", "blocks": 4, "hidden": 128, "latent_dim": 2},
-    "training": {"steps": 3000, "max_seconds": 300, "batch_size": 256},
-    "evaluation": {
-        "num_observations": 20,
-        "num_samples": 1000,
-        "num_calibration": 0,
-        "plots": False,
-        "seed": 1234,
-    },
-}
-
-#: Shorter training and evaluation for ``--quick``.
-KINEMATICS_QUICK = {
-    "problem.num_simulations": 8000,
-    "training.steps": 600,
-    "training.max_seconds": 40,
-    "training.val_every": 200,
-    "evaluation.num_observations": 4,
-    "evaluation.num_samples": 500,
-}
-
-#: The target of the arm figures: the end effector at (1.5, 0) as in Ardizzone et al.
-DEMO_Y = ((1.5, 0.0),)
-
-#: A box prior of +-3 prior standard deviations for the uniform prior penalty.
-_BOX_LOW = [-0.75, -1.5, -1.5, -1.5]
-_BOX_HIGH = [0.75, 1.5, 1.5, 1.5]
-
-_R = "vinaflow.studies.report"
-
-
-def _kin(objective: Mapping[str, Any], **sections: Any) -> dict[str, Any]:
-    base = copy.deepcopy(KINEMATICS_BASE)
-    base["objective"] = dict(objective)
-    for k, v in sections.items():
-        base[k] = {**base.get(k, {}), **v}
-    return base
-
-
-register_study(
-    Study(
-        name="prior-regularization",
-        description="NLL-trained INN with a prior penalty of weight lambda' in {0, 1, 100}, "
-        "Gaussian vs uniform (box) prior (paper Fig. 2).",
-        base=_kin({"name": "nll"}),
-        axes=[
-            Axis(
-                "prior",
-                [
-                    ("gaussian", {"objective.prior": "gaussian"}),
-                    (
-                        "uniform",
-                        {
-                            "objective.prior": "uniform",
-                            "objective.prior_low": _BOX_LOW,
-                            "objective.prior_high": _BOX_HIGH,
-                        },
-                    ),
-                ],
-            ),
-            Axis.of("objective.prior_weight", [0.0, 1.0, 100.0]),
-        ],
-        # lambda' = 0 is the same run for both priors.
-        exclude=lambda p: p["prior"] == "uniform" and float(p["objective.prior_weight"]) == 0,
-        quick={"overrides": KINEMATICS_QUICK, "seeds": "40..41"},
-        figures=[f"{_R}:figure_arm_posteriors"],
-        demo_observations=DEMO_Y,
-    )
-)
-
-DIVERGENCES = ("kl", "reverse-kl", "js", "pearson", "hellinger", "gan", "tv")
-
-register_study(
-    Study(
-        name="divergences",
-        description="Variational f-divergences x architecture (coupling, iResNet) x "
-        "direction (backward = posterior loss, forward = latent loss): training time "
-        "vs re-simulation error (paper Fig. 4).",
-        base=_kin(
-            {"name": "fdiv", "divergence": "kl", "direction": "backward"},
-            training={"steps": 1560},
-        ),
-        axes=[
-            Axis.of("objective.divergence", DIVERGENCES),
-            Axis.of("model.arch", ["coupling", "iresnet"]),
-            Axis.of("objective.direction", ["backward", "forward"]),
-        ],
-        quick={
-            # 24 runs: shorter still, to stay under 10 minutes on 2 cores.
-            "overrides": {
-                **KINEMATICS_QUICK,
-                "training.steps": 250,
-                "model.hidden": 64,
-                "evaluation.num_observations": 3,
-            },
-            "axes": {"objective.divergence": ["kl", "reverse-kl", "js"]},
-            "seeds": "40..41",
-        },
-        figures=[f"{_R}:figure_time_vs_resim"],
-    )
-)
-
-register_study(
-    Study(
-        name="latent-dim",
-        description="Latent dimension 2, 4, 5, 12, 18 for the variational forward KL vs the "
-        "Sinkhorn divergence (paper Fig. 5).",
-        base=_kin({"name": "fdiv", "divergence": "kl", "direction": "forward"}),
-        axes=[
-            Axis(
-                "objective",
-                [
-                    (
-                        "kl",
-                        {"objective": {"name": "fdiv", "divergence": "kl", "direction": "forward"}},
-                    ),
-                    (
-                        "sinkhorn",
-                        {"objective": {"name": "sinkhorn", "blur": 0.05, "direction": "forward"}},
-                    ),
-                ],
-            ),
-            Axis.of("model.latent_dim", [2, 4, 5, 12, 18]),
-        ],
-        quick={
-            "overrides": {**KINEMATICS_QUICK, "training.steps": 400},
-            "axes": {"model.latent_dim": ["2", "5", "12"]},
-            "seeds": "40..41",
-        },
-        figures=[f"{_R}:figure_latent_dim"],
-    )
-)
-
-register_study(
-    Study(
-        name="sinkhorn-blur",
-        description="Entropic regularisation (blur) of the Sinkhorn divergence: 0.01, 10, 50, 250.",
-        base=_kin({"name": "sinkhorn", "blur": 0.01, "direction": "backward"}),
-        axes=[Axis.of("objective.blur", [0.01, 10.0, 50.0, 250.0])],
-        quick={"overrides": {**KINEMATICS_QUICK, "training.steps": 400}, "seeds": "40..41"},
-        figures=[f"{_R}:figure_sinkhorn_blur"],
-        demo_observations=DEMO_Y,
-    )
-)

@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
 
 from vinaflow.errors import DataError
 from vinaflow.evaluation.metrics import as_numpy
-from vinaflow.evaluation.plots import _save
+from vinaflow.evaluation.plots import panel_grid, save_figure
+from vinaflow.problems.kinematics import joint_positions
 
 __all__ = ["draw_arms", "plot_arm_posterior", "plot_arm_panels"]
 
@@ -27,8 +27,6 @@ _LENGTHS = (0.5, 0.5, 1.0)
 
 
 def _joints(samples: np.ndarray, lengths: Sequence[float]) -> np.ndarray:
-    from vinaflow.problems.kinematics import joint_positions
-
     return joint_positions(
         torch.as_tensor(samples, dtype=torch.float64), torch.as_tensor(lengths, dtype=torch.float64)
     ).numpy()
@@ -95,16 +93,8 @@ def plot_arm_panels(
     """One arm panel per ``(title, samples)``, all for the same ``target``."""
     if not panels:
         raise DataError("plot_arm_panels needs at least one panel")
-    n = len(panels)
-    ncols = ncols or min(n, 4)
-    nrows = int(np.ceil(n / ncols))
-    fig = Figure(figsize=(3.2 * ncols, 3.2 * nrows))
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).reshape(-1)
-    for k, ax in enumerate(axes):
-        if k >= n:
-            ax.set_visible(False)
-            continue
-        title, s = panels[k]
+    fig, axes = panel_grid(len(panels), 3.2, 3.2, ncols=ncols or 4)
+    for ax, (title, s) in zip(axes, panels, strict=True):
         color = "tab:orange" if "reference" in title.lower() else "tab:blue"
         draw_arms(ax, s, target, lengths, max_arms=max_arms, color=color, title=title)
-    return _save(fig, path)
+    return save_figure(fig, path)

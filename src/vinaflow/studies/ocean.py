@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from vinaflow.problems import make_problem
 from vinaflow.studies.base import Study, register_study
-from vinaflow.studies.sweep import Axis
+from vinaflow.studies.grid import Axis
 
 __all__ = ["OCEAN_BASE", "OCEAN_DEMO_TRUTH", "ocean_demo_observation", "plot_ocean_posteriors"]
 
@@ -57,8 +58,6 @@ OCEAN_DEMO_TRUTH = (216.5, 1562.0)
 
 def ocean_demo_observation(seed: int = 7) -> list[float]:
     """A fixed noisy observation of :data:`OCEAN_DEMO_TRUTH` (70 numbers)."""
-    from vinaflow.problems import make_problem
-
     problem = make_problem(OCEAN_PROBLEM)
     x = torch.tensor([OCEAN_DEMO_TRUTH])
     return problem.simulate(x, torch.Generator().manual_seed(seed))[0].tolist()
@@ -87,11 +86,10 @@ def _objectives() -> Axis:
 
 def plot_ocean_posteriors(data: Any, plots_dir: Path) -> list[tuple[Path, str]]:
     """Marginal histograms and 2-D posteriors of every grid point at the demo observation."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    # matplotlib is heavy: loaded only when a report draws figures.
     from matplotlib.figure import Figure
 
-    from vinaflow.atomic import atomic_path
-    from vinaflow.problems import make_problem
+    from vinaflow.evaluation.plots import save_figure
 
     observations = data.meta.get("demo_observations") or []
     if not observations:
@@ -118,7 +116,6 @@ def plot_ocean_posteriors(data: Any, plots_dir: Path) -> list[tuple[Path, str]]:
     units = ("m", "m/s")
     out = []
     fig = Figure(figsize=(7.5, 2.2 * len(panels)))
-    FigureCanvasAgg(fig)
     axes = fig.subplots(len(panels), 3, squeeze=False)
     for row, (label, s) in enumerate(panels):
         for j in range(2):
@@ -146,9 +143,7 @@ def plot_ocean_posteriors(data: Any, plots_dir: Path) -> list[tuple[Path, str]]:
         ax.tick_params(labelsize=6)
     axes[0, 0].legend(fontsize=6)
     fig.tight_layout()
-    path = Path(plots_dir) / "ocean_posteriors.png"
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+    path = save_figure(fig, Path(plots_dir) / "ocean_posteriors.png", dpi=100)
     out.append(
         (
             path,

@@ -3,15 +3,8 @@
 Reads ``DIR/sweep.json`` and ``DIR/results.jsonl`` (see
 :mod:`vinaflow.studies.sweep`), writes ``DIR/report.md``, ``DIR/summary.json`` and
 ``DIR/plots/*.png``. A study's figures come from its registry entry
-(:mod:`vinaflow.studies.base`); the figure functions here reproduce the
-paper's inverse-kinematics figures:
-
-* :func:`figure_arm_posteriors` - arm posteriors per prior setting (paper Fig. 2);
-* :func:`figure_time_vs_resim` - training time vs re-simulation error, one ellipse per
-  divergence (centre = means, semi-axes = standard deviations over seeds), one panel
-  per architecture x direction (paper Fig. 4);
-* :func:`figure_latent_dim` - re-simulation error vs latent dimension (paper Fig. 5);
-* :func:`figure_sinkhorn_blur` - re-simulation error vs Sinkhorn blur.
+(:mod:`vinaflow.studies.base`; e.g. the paper's arm figures in
+:mod:`vinaflow.studies.kinematics`); a plain sweep gets :func:`figure_metric_bars`.
 """
 
 from __future__ import annotations
@@ -25,17 +18,18 @@ from typing import Any
 
 import numpy as np
 
+from vinaflow.atomic import atomic_write_json, atomic_write_text
+from vinaflow.config import resolve_config
 from vinaflow.errors import DataError
-from vinaflow.studies.sweep import load_results
+from vinaflow.problems import make_problem
+from vinaflow.studies.base import get_study
+from vinaflow.studies.results import load_results
 
 __all__ = [
     "StudyData",
-    "figure_arm_posteriors",
-    "figure_latent_dim",
     "figure_metric_bars",
-    "figure_sinkhorn_blur",
-    "figure_time_vs_resim",
     "load_study_data",
+    "metric_stats",
     "summary_rows",
     "write_study_report",
 ]
@@ -103,9 +97,7 @@ class StudyData:
             return None
 
     def problem(self) -> Any:
-        from vinaflow.config import resolve_config
-        from vinaflow.problems import make_problem
-
+        """The problem of the sweep's base config."""
         return make_problem(resolve_config(self.meta["base"])["problem"])
 
 
@@ -131,7 +123,8 @@ def load_study_data(directory: str | Path) -> StudyData:
 
 
 # -- tables ------------------------------------------------------------------------------
-def _stats(values: Sequence[float | None]) -> tuple[float, float, int]:
+def metric_stats(values: Sequence[float | None]) -> tuple[float, float, int]:
+    """Mean, sample standard deviation and count of the finite values (``None`` skipped)."""
     v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if len(v) == 0:
         return math.nan, math.nan, 0
@@ -152,7 +145,7 @@ def summary_rows(data: StudyData, metrics: Sequence[str]) -> list[dict[str, Any]
         row: dict[str, Any] = dict(zip(data.axes, key, strict=True))
         row["runs"], row["failed"] = len(recs), len(recs) - len(ok)
         for m in metrics:
-            mean, std, n = _stats([(r.get("metrics") or {}).get(m) for r in ok])
+            mean, std, n = metric_stats([(r.get("metrics") or {}).get(m) for r in ok])
             row[m] = {"mean": mean, "std": std, "n": n}
         rows.append(row)
     return rows
@@ -174,161 +167,12 @@ def _markdown_table(data: StudyData, rows: list[dict[str, Any]], metrics: Sequen
 
 
 # -- figures -----------------------------------------------------------------------------
-def _pretty(axis: str, label: str) -> str:
-    names = {"objective.prior_weight": "λ'", "objective.divergence": "", "model.arch": ""}
-    name = names.get(axis, axis.split(".")[-1] + "=")
-    return f"{name}{'=' if name and not name.endswith('=') else ''}{label}"
-
-
-def figure_arm_posteriors(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
-    """Arm posteriors at the demo observation, one panel per grid point (first seed)."""
-    from vinaflow.studies.kinematics_plots import plot_arm_panels
-
-    obs = data.meta.get("demo_observations") or []
-    if not obs:
-        return []
-    panels: list[tuple[str, Any]] = []
-    for key, recs in data.groups().items():
-        for r in sorted((r for r in recs if r.get("status") == "ok"), key=lambda r: r["seed"]):
-            s = data.samples(r)
-            if s is not None:
-                title = ", ".join(_pretty(a, k) for a, k in zip(data.axes, key, strict=True))
-                panels.append((f"{title} (seed {r['seed']})", s[0]))
-                break
-    if not panels:
-        return []
-    problem = data.problem()
-    import torch
-
-    ref = problem.reference_posterior(
-        torch.tensor(obs[0]), len(panels[0][1]), torch.Generator().manual_seed(0)
-    )
-    panels.append((f"reference (ABC, eps={getattr(problem, 'abc_tolerance', '?')})", ref))
-    lengths = getattr(problem, "lengths", torch.tensor([0.5, 0.5, 1.0])).tolist()
-    path = plot_arm_panels(panels, obs[0], plots / "arm_posteriors.png", lengths=lengths)
-    caption = (
-        f"Posterior arm configurations for the target y* = {tuple(obs[0])} (cross), one panel "
-        "per setting, with the rejection-ABC ground truth last."
-    )
-    return [(path, caption)]
-
-
-def figure_time_vs_resim(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
-    """Training time vs re-simulation error ellipses per divergence, per arch x direction."""
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Ellipse
-
-    from vinaflow.evaluation.plots import _save
-
-    div, arch, dirn = "objective.divergence", "model.arch", "objective.direction"
-    if not {div, arch, dirn} <= set(data.axes):
-        return []
-    archs, dirs, divs = data.labels(arch), data.labels(dirn), data.labels(div)
-    fig = Figure(figsize=(4.6 * len(dirs), 3.8 * len(archs)), layout="constrained")
-    axes = fig.subplots(len(archs), len(dirs), squeeze=False)
-    colors = {d: f"C{i}" for i, d in enumerate(divs)}
-    groups = data.groups([arch, dirn, div])
-    for i, a in enumerate(archs):
-        for j, dr in enumerate(dirs):
-            ax = axes[i, j]
-            for d in divs:
-                ok = [r for r in groups.get((a, dr, d), []) if r.get("status") == "ok"]
-                pts = np.array(
-                    [
-                        (r["metrics"].get("train_seconds"), r["metrics"].get("resim_error"))
-                        for r in ok
-                        if r["metrics"].get("resim_error") is not None
-                    ],
-                    dtype=float,
-                ).reshape(-1, 2)
-                pts = pts[np.isfinite(pts).all(1)]
-                if len(pts) == 0:
-                    continue
-                mean, std = pts.mean(0), pts.std(0, ddof=1) if len(pts) > 1 else np.zeros(2)
-                ax.scatter(pts[:, 0], pts[:, 1], s=8, color=colors[d], alpha=0.5)
-                ax.add_patch(
-                    Ellipse(
-                        tuple(mean),
-                        2 * max(std[0], 1e-9),
-                        2 * max(std[1], 1e-9),
-                        facecolor=colors[d],
-                        edgecolor=colors[d],
-                        alpha=0.3,
-                        lw=1.5,
-                    )
-                )
-                ax.plot(*mean, marker="o", color=colors[d], label=d)
-            ax.set_title(f"{a}, {dr} loss", fontsize=10)
-            ax.set_xlabel("training time [s]")
-            ax.set_ylabel("re-simulation error")
-            ax.grid(alpha=0.3)
-            ax.autoscale_view()
-            if i == 0 and j == 0:
-                ax.legend(fontsize=8)
-    path = _save(fig, plots / "time_vs_resim.png")
-    caption = (
-        "Training time vs re-simulation error: one ellipse per divergence (centre = mean "
-        "over seeds, semi-axes = standard deviations), dots = single seeds; panels are "
-        "architecture x direction (backward = posterior loss, forward = latent loss)."
-    )
-    return [(path, caption)]
-
-
-def _line_figure(
-    data: StudyData, x_axis: str, plots: Path, name: str, xlabel: str, logx: bool = False
-) -> Path | None:
-    from matplotlib.figure import Figure
-
-    from vinaflow.evaluation.plots import _save
-
-    if x_axis not in data.axes:
-        return None
-    others = [a for a in data.axes if a != x_axis]
-    fig = Figure(figsize=(5.5, 4))
-    ax = fig.add_subplot()
-    series: dict[tuple[str, ...], list[tuple[float, float, float]]] = {}
-    for key, recs in data.groups(others + [x_axis]).items():
-        ok = [r for r in recs if r.get("status") == "ok"]
-        mean, std, n = _stats([r["metrics"].get("resim_error") for r in ok])
-        if n:
-            series.setdefault(key[:-1], []).append((float(key[-1]), mean, std))
-    if not series:
-        return None
-    for k, pts in series.items():
-        p = np.array(sorted(pts))
-        label = ", ".join(k) if k else "resim error"
-        ax.errorbar(p[:, 0], p[:, 1], yerr=p[:, 2], marker="o", capsize=3, label=label)
-    if logx:
-        ax.set_xscale("log")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("re-simulation error (mean ± std)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return _save(fig, plots / name)
-
-
-def figure_latent_dim(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
-    """Re-simulation error vs latent dimension, one line per objective."""
-    path = _line_figure(data, "model.latent_dim", plots, "latent_dim.png", "latent dimension")
-    if path is None:
-        return []
-    return [(path, "Re-simulation error vs latent dimension (mean ± std over seeds).")]
-
-
-def figure_sinkhorn_blur(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
-    """Re-simulation error vs blur (log scale), plus the arm posteriors per blur."""
-    out = []
-    path = _line_figure(data, "objective.blur", plots, "sinkhorn_blur.png", "blur ε", logx=True)
-    if path is not None:
-        out.append((path, "Re-simulation error vs Sinkhorn blur (mean ± std over seeds)."))
-    return out + figure_arm_posteriors(data, plots)
-
-
 def figure_metric_bars(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
     """Generic sweep figure: re-simulation error (or C2ST) per grid point."""
+    # matplotlib is heavy: loaded only when a report draws figures.
     from matplotlib.figure import Figure
 
-    from vinaflow.evaluation.plots import _save
+    from vinaflow.evaluation.plots import save_figure
 
     rows = summary_rows(data, ["resim_error", "c2st"])
     metric = "resim_error" if any(r["resim_error"]["n"] for r in rows) else "c2st"
@@ -347,23 +191,19 @@ def figure_metric_bars(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
     ax.set_xticks(range(len(rows)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel(f"{_METRIC_NAMES[metric]} (mean ± std)")
     ax.grid(alpha=0.3, axis="y")
-    path = _save(fig, plots / "grid_points.png")
+    path = save_figure(fig, plots / "grid_points.png")
     return [(path, f"{_METRIC_NAMES[metric]} per grid point (mean ± std over seeds).")]
 
 
 # -- report ------------------------------------------------------------------------------
 def write_study_report(directory: str | Path) -> Path:
     """Write ``DIR/report.md`` (+ ``summary.json``, ``plots/``); returns the report path."""
-    from vinaflow.atomic import atomic_write_json, atomic_write_text
-
     data = load_study_data(directory)
     if not data.records:
         raise DataError(f"report: {data.directory} has no finished runs yet (results.jsonl empty)")
     study = None
     name = data.meta.get("study")
     if name:
-        from vinaflow.studies.base import get_study
-
         study = get_study(name)
     metrics = list(study.metrics) if study else ["resim_error", "c2st", "w1", "train_seconds"]
     rows = summary_rows(data, metrics)

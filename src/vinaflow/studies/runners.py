@@ -1,0 +1,195 @@
+"""Where sweep runs execute: one run in a worker, a local process pool, or a Ray cluster.
+
+:func:`execute_task` trains and scores one run and returns its record (a failure is
+recorded, not raised). :func:`run_in_processes` maps a function over payloads on
+spawned processes with one torch thread each; :func:`run_on_ray` does the same on a Ray
+cluster or a local Ray instance (``pip install "vinaflow[ray]"``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vinaflow.errors import ConfigError, VinaflowError
+from vinaflow.experiments import pipeline
+from vinaflow.runtime import available_cpus, tune_allocator
+from vinaflow.studies.results import RECORD_METRICS
+
+__all__ = [
+    "check_ray_address",
+    "default_workers",
+    "execute_task",
+    "require_ray",
+    "run_in_processes",
+    "run_on_ray",
+]
+
+
+def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """Train and evaluate one run; a failure is recorded (``status: failed``), not raised."""
+    torch.set_num_threads(1)
+    tune_allocator()  # idempotent; Ray workers do not run the pool initializer
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {
+        "id": payload["id"],
+        "params": payload["params"],
+        "seed": payload["seed"],
+        "worker": f"{socket.gethostname()}:{os.getpid()}",
+    }
+    out = payload.get("run_dir")
+    try:
+        if out is not None:
+            resume = (Path(out) / "checkpoint.pt").exists()
+            result = pipeline.run(payload["config"], out, resume=resume, progress=False)
+        else:
+            result = pipeline.run(payload["config"], None, progress=False)
+        m = result.metrics
+        rec["metrics"] = {
+            k: v for k, v in m.items() if k in RECORD_METRICS or k.startswith("sq_error_")
+        }
+        imp = m.get("importance") or {}
+        for k in ("c2st", "coverage", "efficiency"):  # flat keys for the study tables
+            if imp.get(k) is not None:
+                rec["metrics"][f"is_{k}"] = imp[k]
+        rec["status"] = "ok"
+        demo = payload.get("demo_observations") or []
+        if demo:
+            y = torch.tensor(demo, dtype=torch.get_default_dtype())
+            g = torch.Generator().manual_seed(int(payload["seed"]))
+            s = result.posterior.sample(y, int(payload.get("demo_samples", 200)), generator=g)
+            rec["_demo"] = s.numpy().astype(np.float32)
+    except VinaflowError as err:
+        rec["status"], rec["error"] = "failed", f"{type(err).__name__}: {err}"
+    except Exception as err:  # a bug in one configuration must not stop a long sweep
+        rec["status"], rec["error"] = "failed", f"{type(err).__name__}: {err}"
+        rec["traceback"] = traceback.format_exc(limit=8)
+    rec["wall_seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def _init_worker() -> None:
+    torch.set_num_threads(1)
+    tune_allocator()
+
+
+# -- backends ----------------------------------------------------------------------------
+def default_workers() -> int:
+    """Cores available to this process (the local pool size)."""
+    return available_cpus()
+
+
+def run_in_processes(
+    fn: Callable[[Any], Any],
+    payloads: Sequence[Any],
+    workers: int,
+    on_done: Callable[[Any], None],
+) -> None:
+    """``on_done(fn(p))`` for every payload, in completion order, on ``workers`` processes.
+
+    One worker (or one payload) runs in this process. ``fn`` must be importable at top
+    level (spawned workers pickle it); each worker gets one torch thread and the tuned
+    allocator.
+    """
+    if workers <= 1 or len(payloads) == 1:
+        for p in payloads:
+            on_done(fn(p))
+        return
+    # spawn: forking a process that holds torch's thread pools can deadlock.
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
+        pending = {pool.submit(fn, p) for p in payloads}
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    on_done(fut.result())
+        except BaseException:
+            for fut in pending:
+                fut.cancel()
+            raise
+
+
+def check_ray_address(address: str) -> None:
+    """Fail fast with a clear message instead of Ray's long connection retries."""
+    if address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    try:
+        port_n = int(port)
+    except ValueError as err:
+        raise ConfigError(
+            f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto"
+        ) from err
+    try:
+        with socket.create_connection((host or "127.0.0.1", port_n), timeout=5):
+            pass
+    except OSError as err:
+        raise ConfigError(
+            f"--ray-address {address!r}: cannot reach a Ray cluster there ({err}); "
+            "start one with `ray start --head` or omit --ray-address for a local instance"
+        ) from err
+
+
+def require_ray() -> Any:
+    """The ``ray`` module, or a :class:`ConfigError` that says how to install it."""
+    try:
+        import ray  # optional dependency (the "ray" extra)
+    except ImportError as err:
+        raise ConfigError(
+            '--backend ray needs Ray: pip install "vinaflow[ray]" (or "ray[default]")'
+        ) from err
+    return ray
+
+
+def run_on_ray(
+    fn: Callable[[Any], Any],
+    payloads: Sequence[Any],
+    workers: int | None,
+    address: str | None,
+    on_done: Callable[[Any], None],
+) -> None:
+    """``on_done(fn(p))`` for every payload, in completion order, as Ray tasks.
+
+    Connects to ``address`` (or starts a local instance with ``workers`` CPUs, shut down
+    afterwards); at most ``workers`` tasks (default: the cluster's CPUs) run at once.
+    """
+    ray = require_ray()
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs["num_cpus"] = workers or default_workers()
+        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+        kwargs["runtime_env"] = {"env_vars": env}
+        try:
+            ray.init(**kwargs)
+        except (ConnectionError, TimeoutError, RuntimeError) as err:
+            raise ConfigError(f"cannot start or reach Ray (address={address!r}): {err}") from err
+        started = True
+    try:
+        remote = ray.remote(num_cpus=1, max_retries=1)(fn)
+        limit = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        queue = list(payloads)
+        inflight: list[Any] = []
+        while queue or inflight:
+            while queue and len(inflight) < limit:
+                inflight.append(remote.remote(queue.pop(0)))
+            done, inflight = ray.wait(inflight, num_returns=1)
+            for ref in done:
+                on_done(ray.get(ref))
+    finally:
+        if started:
+            ray.shutdown()
