@@ -17,7 +17,7 @@ from vinaflow.atomic import atomic_path
 from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
 from vinaflow.objectives.losses import Objective
 
-__all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES"]
+__all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES", "progress_total"]
 
 LR_SCHEDULES = ("constant", "cosine", "step")
 
@@ -145,6 +145,31 @@ def _schedule_factor(cfg: TrainingConfig, progress: float) -> float:
     if cfg.lr_schedule == "step":
         return 0.1 ** min(int(t * 3), 2)
     return 1.0
+
+
+def progress_total(
+    steps: int,
+    step: int,
+    elapsed: float,
+    max_seconds: float | None,
+    start_step: int = 0,
+    start_elapsed: float = 0.0,
+) -> int | None:
+    """The number of steps training will reach: ``steps``, or fewer when ``max_seconds``
+    binds first, projected from the step rate measured since ``start_step``.
+
+    The progress bar counts to this total, so that its length and ETA follow the time
+    budget (a bar to ``steps`` would stop part-way when the time runs out). With a time
+    budget and no step measured yet the total is unknown (``None``); it is never less
+    than ``step``.
+    """
+    if max_seconds is None:
+        return steps
+    done, spent = step - start_step, elapsed - start_elapsed
+    if done <= 0 or spent <= 0:
+        return None
+    projected = step + done / spent * max(max_seconds - elapsed, 0.0)
+    return max(step, min(steps, math.ceil(projected)))
 
 
 def _finite_grads(params: list[nn.Parameter]) -> bool:
@@ -295,6 +320,7 @@ class Trainer:
         stopped = self.stopped or "steps"
         bar = self._progress(start=self.step)
         t0 = time.perf_counter() - self.elapsed
+        start_step, start_elapsed = self.step, self.elapsed
         no_improve = 0
         try:
             while self.stopped is None and self.step < cfg.steps:
@@ -305,6 +331,8 @@ class Trainer:
                 logs = self._update(x, y)
                 if logs is None:  # non-finite: roll back and retry with a smaller lr
                     self._recover(snapshot)
+                    if bar is not None:
+                        bar.n = self.step
                     continue
                 self.step += 1
                 self.elapsed = time.perf_counter() - t0
@@ -312,9 +340,19 @@ class Trainer:
                     self.history.setdefault(k, []).append(v)
                 self.history.setdefault("step", []).append(self.step)
                 if bar is not None:
-                    bar.update(1)
+                    bar.total = progress_total(
+                        cfg.steps,
+                        self.step,
+                        self.elapsed,
+                        cfg.max_seconds,
+                        start_step,
+                        start_elapsed,
+                    )
                     if self.step % 20 == 0:
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(logs.items())[:4]})
+                        bar.set_postfix(
+                            {k: f"{v:.3g}" for k, v in list(logs.items())[:4]}, refresh=False
+                        )
+                    bar.update(1)
                 if self.step % cfg.val_every == 0 or self.step == cfg.steps:
                     if x_val is not None and y_val is not None:
                         improved = self._validate(x_val, y_val)
@@ -328,6 +366,11 @@ class Trainer:
                     snapshot = self._state(detached=True)
                     if checkpoint is not None:
                         self.save_checkpoint(checkpoint)
+            if bar is not None:
+                # Ended by the time budget or early stopping: the bar ends full, at the
+                # step reached.
+                bar.total = self.step
+                bar.refresh()
         finally:
             if bar is not None:
                 bar.close()
@@ -359,8 +402,11 @@ class Trainer:
             return None
         from tqdm.auto import tqdm
 
+        cfg = self.config
         return tqdm(
-            total=self.config.steps,
+            total=progress_total(
+                cfg.steps, start, self.elapsed, cfg.max_seconds, start, self.elapsed
+            ),
             initial=start,
             desc="training",
             leave=False,
