@@ -2,7 +2,11 @@
 
 A config has five sections: ``problem``, ``model``, ``objective``, ``training``
 and ``evaluation``. Every key is checked; an error names the field and what it
-accepts.
+accepts. The allowed keys are not listed here but derived: ``model`` from the model
+and block constructors (:func:`vinaflow.models.model_keys`), ``objective`` from the
+objective constructors (:mod:`vinaflow.objectives.specs`), ``training`` from the fields
+of :class:`~vinaflow.training.TrainingConfig`; divergence names come from
+:data:`vinaflow.objectives.divergences.DIVERGENCES`.
 """
 
 from __future__ import annotations
@@ -16,11 +20,19 @@ from typing import Any
 import yaml
 
 from vinaflow.errors import ConfigError
+from vinaflow.models import BLOCK_CLASSES, MODEL_KINDS, model_keys
+from vinaflow.objectives.divergences import DIVERGENCES
+from vinaflow.objectives.specs import check_objective_model, objective_config, objective_keys
+from vinaflow.settings import Setting, check_setting, check_settings, dataclass_settings
 from vinaflow.training.trainer import TrainingConfig
 
 __all__ = [
     "DEFAULT_CONFIG",
+    "EVALUATION_KEYS",
+    "MODEL_KEYS",
+    "OBJECTIVE_KEYS",
     "SECTIONS",
+    "TRAINING_TYPES",
     "apply_overrides",
     "deep_merge",
     "load_config",
@@ -53,94 +65,48 @@ DEFAULT_CONFIG: dict[str, Any] = {
     },
 }
 
-MODEL_KEYS = {
-    "kind": ("inn", "cinn"),
-    "arch": ("coupling", "iresnet"),
-    "blocks": int,
-    "hidden": int,
-    "layers": int,
-    "latent_dim": (int, type(None)),
-    "pad_noise": float,
-    "y_weight": float,
-    "reconstruction_weight": float,
-    "extra_weight": float,
-    "embedding_dim": (int, type(None)),
-    "embedding_hidden": int,
-    "actnorm": bool,
-    "clamp": float,
-    "lipschitz": float,
-    "explicit": ("auto", "forward", "inverse"),
-    "logdet": ("auto", "exact", "series"),
-    "n_series_terms": int,
-    "n_hutchinson": int,
-    "fixed_point_tol": float,
-    "fixed_point_max_iter": int,
-    "seed": int,
-}
 
-OBJECTIVE_NAMES = ("nll", "fdiv", "sinkhorn", "mmd")
-DIVERGENCE_NAMES = ("kl", "reverse-kl", "js", "pearson", "hellinger", "gan", "tv")
-OBJECTIVE_KEYS = {
-    "name": OBJECTIVE_NAMES,
-    "divergence": DIVERGENCE_NAMES,
-    "direction": ("backward", "forward"),
-    "weight": float,
-    "critic_hidden": int,
-    "critic_layers": int,
-    "gradient_penalty": float,
-    "spectral_norm": bool,
-    "nonsaturating": bool,
-    "whiten": bool,
-    "y_weight": float,
-    "blur": float,
-    "scaling": float,
-    "widths": list,
-    "prior": ("none", "gaussian", "uniform"),
-    "prior_weight": float,
-    "prior_loc": list,
-    "prior_scale": list,
-    "prior_low": list,
-    "prior_high": list,
-    "terms": list,
-}
+def _flat_model_keys() -> dict[str, Setting]:
+    """Every ``model`` key over all kinds and architectures (for listings)."""
+    out: dict[str, Setting] = {}
+    for kind in MODEL_KINDS:
+        for arch in BLOCK_CLASSES:
+            for key, setting in model_keys(kind, arch).items():
+                if key in out and out[key].choices != setting.choices:
+                    # e.g. ``activation``: the allowed values depend on the architecture
+                    setting = dataclasses.replace(setting, choices=None)
+                out[key] = setting
+    return out
 
-TRAINING_TYPES: dict[str, Any] = {
-    "steps": int,
-    "max_seconds": (float, type(None)),
-    "batch_size": int,
-    "lr": (float, type(None)),
-    "critic_lr": (float, type(None)),
-    "critic_steps": (int, type(None)),
-    "lr_schedule": ("constant", "cosine", "step"),
-    "lr_min_factor": float,
-    "weight_decay": float,
-    "grad_clip": (float, type(None)),
-    "val_every": int,
-    "patience": (int, type(None)),
-    "checkpoint_every": int,
-    "seed": int,
-    "progress": bool,
-    "max_retries": int,
-    "retry_lr_factor": float,
-    "threads": (int, type(None)),
-    "compile": bool,
-    "noise_augmentation": bool,
-    "critic_warmup": int,
-}
 
-EVALUATION_KEYS = {
-    "num_observations": int,
-    "num_samples": int,
-    "num_calibration": int,
-    "calibration_samples": int,
-    "seed": int,
-    "c2st": bool,
-    "plots": bool,
-    "w1_samples": int,
-    "certificate": bool,
-    "certificate_divergence": DIVERGENCE_NAMES,
-    "certificate_samples": int,
-    "importance_sampling": int,
+#: Keys of the ``model`` section, derived from the model and block constructors; which
+#: apply depends on ``kind`` and ``arch`` (:func:`vinaflow.models.model_keys`).
+MODEL_KEYS: dict[str, Setting] = _flat_model_keys()
+
+#: Keys of the ``objective`` section, derived from the objective constructors.
+OBJECTIVE_KEYS: dict[str, Setting] = objective_keys()
+
+#: Keys of the ``training`` section: the fields of :class:`TrainingConfig`.
+TRAINING_TYPES: dict[str, Setting] = dataclass_settings(TrainingConfig)
+
+_EVALUATION_TYPES: dict[str, tuple[type, ...]] = {
+    "num_observations": (int,),
+    "num_samples": (int,),
+    "num_calibration": (int,),
+    "calibration_samples": (int,),
+    "seed": (int,),
+    "c2st": (bool,),
+    "plots": (bool,),
+    "w1_samples": (int,),
+    "certificate": (bool,),
+    "certificate_divergence": (str,),
+    "certificate_samples": (int,),
+    "importance_sampling": (int,),
+}
+#: Keys of the ``evaluation`` section.
+EVALUATION_KEYS: dict[str, Setting] = {
+    k: Setting(k, None, t, tuple(DIVERGENCES) if k == "certificate_divergence" else None)
+    for k, t in _EVALUATION_TYPES.items()
 }
 
 
@@ -185,72 +151,18 @@ def apply_overrides(
     return config
 
 
-def _check_value(section: str, key: str, value: Any, spec: Any) -> Any:
-    field = f"{section}.{key}"
-    if isinstance(spec, tuple) and all(isinstance(s, str) for s in spec):
-        if value not in spec:
-            raise ConfigError(f"{field}: unknown value {value!r}; allowed: {', '.join(spec)}")
-        return value
-    types = spec if isinstance(spec, tuple) else (spec,)
-    if value is None and type(None) in types:
-        return None
-    if float in types and isinstance(value, int) and not isinstance(value, bool):
-        try:
-            return float(value)
-        except OverflowError as err:
-            raise ConfigError(f"{field} is too large for a number: {value}") from err
-    if bool not in types and isinstance(value, bool):
-        raise ConfigError(f"{field} must be {_type_names(types)}, got {value!r}")
-    if not isinstance(value, types):
-        raise ConfigError(f"{field} must be {_type_names(types)}, got {value!r}")
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value != value:
-        raise ConfigError(f"{field} must be a number, got NaN")
-    return value
-
-
-def _type_names(types: tuple[type, ...]) -> str:
-    names = {
-        int: "an integer",
-        float: "a number",
-        bool: "true/false",
-        list: "a list",
-        type(None): "null",
-        str: "a string",
-    }
-    return " or ".join(names.get(t, t.__name__) for t in types)
-
-
-def _check_section(
-    section: str, values: Mapping[str, Any], spec: Mapping[str, Any], allow_unknown: bool = False
-) -> dict[str, Any]:
-    out = {}
-    for key, value in values.items():
-        if key not in spec:
-            if allow_unknown:
-                out[key] = value
-                continue
+def _check_model(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``model`` section checked against the keys of its ``kind`` and ``arch``."""
+    kind = check_setting("model.kind", values.get("kind"), MODEL_KEYS["kind"])
+    arch = check_setting("model.arch", values.get("arch", "coupling"), MODEL_KEYS["arch"])
+    own = model_keys(kind, arch)
+    for key in values:
+        if key in MODEL_KEYS and key not in own:
             raise ConfigError(
-                f"{section}.{key}: unknown key; allowed keys: {', '.join(sorted(spec))}"
+                f"model.{key}: not a setting of model.kind={kind} with model.arch={arch}; "
+                f"its keys: {', '.join(sorted(own))}"
             )
-        out[key] = _check_value(section, key, value, spec[key])
-    return out
-
-
-def _check_objective(obj: Mapping[str, Any], field: str = "objective") -> dict[str, Any]:
-    if "name" not in obj:
-        raise ConfigError(f"{field}.name is required; allowed: {', '.join(OBJECTIVE_NAMES)}")
-    out = _check_section(field, obj, OBJECTIVE_KEYS)
-    if out["name"] == "fdiv":
-        out.setdefault("divergence", "kl")
-    if out["name"] != "nll":
-        out.setdefault("direction", "backward")
-    for i, term in enumerate(out.get("terms", [])):
-        if not isinstance(term, Mapping):
-            raise ConfigError(f"{field}.terms[{i}] must be a mapping with name and weight")
-        if "terms" in term:
-            raise ConfigError(f"{field}.terms[{i}]: nested terms are not allowed")
-        out["terms"][i] = _check_objective(term, f"{field}.terms[{i}]")
-    return out
+    return check_settings("model", values, own)
 
 
 def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -279,7 +191,7 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     n = problem.get("num_simulations")
     if "bank" not in problem and (not isinstance(n, int) or isinstance(n, bool) or n < 20):
         raise ConfigError(f"problem.num_simulations must be an integer >= 20, got {n!r}")
-    merged["model"] = _check_section("model", merged["model"], MODEL_KEYS)
+    merged["model"] = _check_model(merged["model"])
     # Upper bounds keep a typo (blocks: 100000000) from exhausting memory before any
     # error could be shown.
     limits = {
@@ -293,19 +205,12 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         value = merged["model"].get(key)
         if value is not None and not 1 <= value <= high:
             raise ConfigError(f"model.{key} must be between 1 and {high}, got {value}")
-    merged["objective"] = _check_objective(merged["objective"])
-    fields = {f.name: f for f in dataclasses.fields(TrainingConfig)}
-    for key, value in merged["training"].items():
-        if key not in fields:
-            raise ConfigError(
-                f"training.{key}: unknown key; allowed keys: {', '.join(sorted(fields))}"
-            )
-        merged["training"][key] = _check_value("training", key, value, TRAINING_TYPES[key])
-    try:
-        TrainingConfig(**merged["training"])
-    except TypeError as err:
-        raise ConfigError(f"training: {err}") from err
-    merged["evaluation"] = _check_section("evaluation", merged["evaluation"], EVALUATION_KEYS)
+    merged["objective"] = objective_config(merged["objective"])
+    check_objective_model(merged["objective"], merged["model"])
+    merged["training"] = check_settings("training", merged["training"], TRAINING_TYPES)
+    # value ranges and choices are checked by the dataclass itself
+    TrainingConfig(**merged["training"])
+    merged["evaluation"] = check_settings("evaluation", merged["evaluation"], EVALUATION_KEYS)
     for key in ("num_observations", "num_samples"):
         if merged["evaluation"].get(key, 1) < 1:
             raise ConfigError(f"evaluation.{key} must be >= 1")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import ClassVar
 
 import torch
 from FrEIA.modules import GLOWCouplingBlock
@@ -11,7 +12,7 @@ from torch import Tensor, nn
 
 from vinaflow.blocks.base import InvertibleBlock
 from vinaflow.errors import ConfigError
-from vinaflow.nets import MLP
+from vinaflow.nets import ACTIVATIONS, MLP
 
 __all__ = ["AffineCoupling", "soft_clamp"]
 
@@ -73,6 +74,12 @@ class AffineCoupling(InvertibleBlock):
         Ardizzone et al., "Analyzing Inverse Problems with Invertible Neural Networks"
         (2019), https://arxiv.org/abs/1808.04730.
     """
+
+    #: Allowed values of the string arguments (read by the config checks).
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "activation": tuple(ACTIVATIONS),
+        "clamp_activation": _CLAMP_ACTIVATIONS,
+    }
 
     def __init__(
         self,

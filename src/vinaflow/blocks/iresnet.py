@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable, Sequence
 from functools import partial
 from numbers import Integral, Real
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -298,6 +299,15 @@ class IResNetBlock(InvertibleBlock):
         Chen et al., "Residual Flows for Invertible Generative Modeling" (2019),
         https://arxiv.org/abs/1906.02735
     """
+
+    #: Allowed values of the string arguments (read by the config checks).
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
+        "explicit": _EXPLICIT,
+        "logdet": _LOGDET,
+        "activation": _ACTS,
+        "hutchinson_probe": _PROBES,
+        "spectral_norm": _SPECTRAL,
+    }
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ What is computed (:func:`certify_samples`):
    bound** on :math:`D_f` in expectation, never an upper bound. Its sampling error is
    given by a percentile bootstrap over test pairs (resampled jointly when the P and Q
    rows share an observation ``y``).
-4. :math:`\mathrm{TV} \lesssim c_f \sqrt{\hat D_f + s_f}` (:meth:`FDivergence.tv_bound`),
+4. :math:`\mathrm{TV} \lesssim c_f \sqrt{\hat D_f + s_f}` (:meth:`Divergence.tv_bound`),
    also at the upper end of the bootstrap interval.
 
 **Read it as an estimate, not a guarantee**: the critic may miss part of the divergence
@@ -49,7 +49,7 @@ from torch import Tensor
 
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.objectives.critic import Critic
-from vinaflow.objectives.divergences import FDivergence, get_divergence
+from vinaflow.objectives.divergences import Divergence, get_divergence
 
 __all__ = [
     "LABEL",
@@ -152,7 +152,7 @@ def _as_tensor(name: str, a: Any) -> Tensor:
 
 def _terms(
     critic: Critic,
-    div: FDivergence,
+    div: Divergence,
     p: Tensor,
     q: Tensor,
     offset: GaussianOffset | QuadraticOffset | None = None,
@@ -184,7 +184,7 @@ class GaussianOffset:
     over-dispersed posterior (exact 0.190) at 0.177 and 0.180.
     """
 
-    def __init__(self, p: Tensor, q: Tensor, divergence: FDivergence, ridge: float = 1e-6):
+    def __init__(self, p: Tensor, q: Tensor, divergence: Divergence, ridge: float = 1e-6):
         self.divergence = divergence
         self.p = self._moments(p.double(), ridge)
         self.q = self._moments(q.double(), ridge)
@@ -237,7 +237,7 @@ class QuadraticOffset:
         self,
         p: Tensor,
         q: Tensor,
-        divergence: FDivergence,
+        divergence: Divergence,
         max_iter: int = 300,
     ) -> None:
         self.divergence = divergence
@@ -267,7 +267,7 @@ class QuadraticOffset:
         return (self.w0 + self._features(u.double()) @ self.w).to(u.dtype)
 
 
-def _null_output(div: FDivergence) -> float:
+def _null_output(div: Divergence) -> float:
     """Raw output ``v`` with ``g_f(v) = f'(1)``: the optimal critic when ``P = Q``."""
     target = float(div.f_prime(torch.tensor(1.0, dtype=torch.float64)))
     lo, hi = torch.tensor(-30.0, dtype=torch.float64), torch.tensor(30.0, dtype=torch.float64)
@@ -283,7 +283,7 @@ def _null_output(div: FDivergence) -> float:
 
 
 def fit_critic(
-    p: Tensor, q: Tensor, divergence: FDivergence, config: CertificateConfig
+    p: Tensor, q: Tensor, divergence: Divergence, config: CertificateConfig
 ) -> tuple[Critic, GaussianOffset | QuadraticOffset | None, dict[str, Any]]:
     """Fit a fresh critic on ``(p, q)`` (standardised), early-stopped on a validation slice.
 
@@ -397,7 +397,7 @@ def fit_critic(
 def certify_samples(
     p: Any,
     q: Any,
-    divergence: str | FDivergence = "kl",
+    divergence: str | Divergence = "kl",
     config: CertificateConfig | Mapping[str, Any] | None = None,
     paired: bool = True,
     **overrides: Any,
@@ -523,7 +523,7 @@ def latent_features(posterior: Any) -> Any:
 def certify_posterior(
     posterior: Any,
     problem: Any = None,
-    divergence: str | FDivergence = "kl",
+    divergence: str | Divergence = "kl",
     n: int = 10000,
     x: Any = None,
     y: Any = None,
@@ -584,7 +584,7 @@ def certify_posterior(
 def certify_flow(
     flow: Any,
     data: Any,
-    divergence: str | FDivergence = "kl",
+    divergence: str | Divergence = "kl",
     seed: int = 20240607,
     config: CertificateConfig | Mapping[str, Any] | None = None,
     **overrides: Any,

@@ -35,6 +35,9 @@ class JointINN(AmortizedModel):
     """
 
     kind = "inn"
+    #: The encoding holds a prediction ``y_hat`` of the observation, which the forward
+    #: objectives fit with their supervised ``y_weight`` term.
+    predicts_y = True
 
     def __init__(
         self,

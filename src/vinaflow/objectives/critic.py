@@ -15,7 +15,7 @@ from torch.nn.utils.parametrizations import spectral_norm as _spectral_norm
 
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.nets import MLP
-from vinaflow.objectives.divergences import FDivergence, get_divergence
+from vinaflow.objectives.divergences import Divergence, get_divergence
 from vinaflow.objectives.variational import variational_bound
 
 __all__ = ["Critic"]
@@ -28,7 +28,7 @@ class Critic(nn.Module):
         in_dim: Total input features (e.g. ``dim_x + dim_y`` for a joint critic).
         hidden: Width of the hidden layers.
         layers: Number of hidden layers.
-        divergence: Name or :class:`FDivergence` whose ``g`` activates the output.
+        divergence: Name or :class:`Divergence` whose ``g`` activates the output.
         spectral_norm: Wrap every linear layer in spectral normalisation.
         activation: Hidden activation name (see :data:`vinaflow.nets.ACTIVATIONS`).
     """
@@ -38,7 +38,7 @@ class Critic(nn.Module):
         in_dim: int,
         hidden: int = 128,
         layers: int = 3,
-        divergence: str | FDivergence = "kl",
+        divergence: str | Divergence = "kl",
         spectral_norm: bool = False,
         activation: str = "silu",
     ) -> None:

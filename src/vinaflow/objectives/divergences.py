@@ -48,6 +48,7 @@ References:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -62,7 +63,7 @@ from vinaflow.errors import ConfigError
 __all__ = [
     "DEFAULT_MAX_LOG_RATIO",
     "DIVERGENCES",
-    "FDivergence",
+    "Divergence",
     "get_divergence",
     "pr_divergence",
 ]
@@ -74,7 +75,7 @@ _Fn = Callable[[Tensor], Tensor]
 
 
 @dataclass(frozen=True)
-class FDivergence:
+class Divergence:
     r"""One member of the f-divergence family, with everything the f-GAN bound needs.
 
     Attributes:
@@ -150,7 +151,7 @@ def _check_bound(max_log_ratio: float) -> float:
     return b
 
 
-def _kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
+def _kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Divergence:
     r"""KL(P||Q): :math:`f(u) = u\log u`, :math:`f^*(t) = e^{t-1}`, :math:`g(v) = v`.
 
     Stability: :math:`g(v) = \mathrm{softcap}(v, 1 + B)` so :math:`r = e^{t-1} \le e^B`
@@ -164,7 +165,7 @@ def _kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
     def g(v: Tensor) -> Tensor:
         return _soft_upper(v, high)
 
-    return FDivergence(
+    return Divergence(
         name="kl",
         f=lambda u: torch.xlogy(u, u),
         f_prime=lambda u: 1.0 + torch.log(u),
@@ -177,7 +178,7 @@ def _kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
     )
 
 
-def _reverse_kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
+def _reverse_kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Divergence:
     r"""KL(Q||P): :math:`f(u) = -\log u`, :math:`f^*(t) = -1 - \log(-t)` on :math:`t<0`,
     :math:`g(v) = -e^{-v}`.
 
@@ -197,7 +198,7 @@ def _reverse_kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
         ok = t < 0
         return _inf_outside(ok, -1.0 - torch.log(torch.where(ok, -t, torch.ones_like(t))))
 
-    return FDivergence(
+    return Divergence(
         name="reverse-kl",
         f=lambda u: -torch.log(u),
         f_prime=lambda u: -1.0 / u,
@@ -210,7 +211,7 @@ def _reverse_kl(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
     )
 
 
-def _pearson(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
+def _pearson(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Divergence:
     r"""Pearson :math:`\chi^2(P\|Q) = \int (p-q)^2/q`: :math:`f(u) = (u-1)^2`,
     :math:`g(v) = v`.
 
@@ -236,7 +237,7 @@ def _pearson(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
         r = 1.0 + g(v) / 2.0
         return torch.log(r.clamp_min(torch.finfo(r.dtype).tiny))
 
-    return FDivergence(
+    return Divergence(
         name="pearson",
         f=lambda u: (u - 1.0).square(),
         f_prime=lambda u: 2.0 * (u - 1.0),
@@ -249,7 +250,7 @@ def _pearson(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
     )
 
 
-def _hellinger(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
+def _hellinger(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Divergence:
     r"""Squared Hellinger :math:`H^2 = \int(\sqrt p - \sqrt q)^2 \in [0, 2]`:
     :math:`f(u) = (\sqrt u - 1)^2`, :math:`f^*(t) = t/(1-t)` on :math:`t < 1`,
     :math:`g(v) = 1 - e^{-v}`.
@@ -271,7 +272,7 @@ def _hellinger(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
         ok = t < 1.0
         return _inf_outside(ok, t / torch.where(ok, 1.0 - t, torch.ones_like(t)))
 
-    return FDivergence(
+    return Divergence(
         name="hellinger",
         f=lambda u: (torch.sqrt(u) - 1.0).square(),
         f_prime=lambda u: 1.0 - torch.rsqrt(u),
@@ -284,7 +285,7 @@ def _hellinger(max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> FDivergence:
     )
 
 
-def _js() -> FDivergence:
+def _js() -> Divergence:
     r"""Jensen-Shannon as in the f-GAN table: :math:`f(u) = u\log u - (u+1)\log\frac{u+1}{2}`,
     :math:`f^*(t) = -\log(2 - e^t)` on :math:`t < \log 2`,
     :math:`g(v) = \log 2 - \log(1 + e^{-v})`.
@@ -303,7 +304,7 @@ def _js() -> FDivergence:
         # -log(2 - e^t) = -log 2 - log(1 - e^{t - log 2})
         return _inf_outside(ok, -LOG2 - torch.log(-torch.expm1(ts - LOG2)))
 
-    return FDivergence(
+    return Divergence(
         name="js",
         f=lambda u: torch.xlogy(u, u) - torch.xlogy(u + 1.0, (u + 1.0) / 2.0),
         f_prime=lambda u: LOG2 + torch.log(u) - torch.log1p(u),
@@ -316,7 +317,7 @@ def _js() -> FDivergence:
     )
 
 
-def _gan() -> FDivergence:
+def _gan() -> Divergence:
     r"""GAN: :math:`f(u) = u\log u - (u+1)\log(u+1)`, :math:`f^*(t) = -\log(1 - e^t)`
     on :math:`t < 0`, :math:`g(v) = -\log(1 + e^{-v})`.
 
@@ -332,7 +333,7 @@ def _gan() -> FDivergence:
         ts = torch.where(ok, t, -torch.ones_like(t))
         return _inf_outside(ok, -torch.log(-torch.expm1(ts)))
 
-    return FDivergence(
+    return Divergence(
         name="gan",
         f=lambda u: torch.xlogy(u, u) - torch.xlogy(u + 1.0, u + 1.0),
         f_prime=lambda u: torch.log(u) - torch.log1p(u),
@@ -346,7 +347,7 @@ def _gan() -> FDivergence:
     )
 
 
-def _tv() -> FDivergence:
+def _tv() -> Divergence:
     r"""Total variation :math:`\tfrac12\int|p - q| = \sup_A|P(A)-Q(A)|`:
     :math:`f(u) = \tfrac12|u-1|`, :math:`g(v) = \tfrac12\tanh v`.
 
@@ -361,7 +362,7 @@ def _tv() -> FDivergence:
     def f_star(t: Tensor) -> Tensor:
         return _inf_outside(t <= 0.5, torch.clamp_min(t, -0.5))
 
-    return FDivergence(
+    return Divergence(
         name="tv",
         f=lambda u: 0.5 * torch.abs(u - 1.0),
         f_prime=lambda u: 0.5 * torch.sign(u - 1.0),
@@ -373,7 +374,7 @@ def _tv() -> FDivergence:
     )
 
 
-def pr_divergence(lam: float) -> FDivergence:
+def pr_divergence(lam: float) -> Divergence:
     r"""Precision-Recall divergence :math:`D_\lambda` of Verine et al. (NeurIPS 2023).
 
     :math:`f_\lambda(u) = \max(\lambda u, 1) - \max(\lambda, 1)`, so
@@ -411,7 +412,7 @@ def pr_divergence(lam: float) -> FDivergence:
     def f_star(t: Tensor) -> Tensor:
         return _inf_outside(t <= lam, torch.clamp_min(t / lam, 0.0) - 1.0 + top)
 
-    return FDivergence(
+    return Divergence(
         name=f"pr-{lam!r}",
         f=lambda u: torch.clamp_min(lam * u, 1.0) - top,
         f_prime=lambda u: lam * (lam * u > 1.0).to(u.dtype),
@@ -423,7 +424,10 @@ def pr_divergence(lam: float) -> FDivergence:
     )
 
 
-_FACTORIES: dict[str, Callable[..., FDivergence]] = {
+#: The f-GAN members by registry name: the one list of divergence names. A member whose
+#: factory takes ``max_log_ratio`` has a capped activation (see the module docstring).
+#: Registering a factory here makes its name valid in configs, studies and certificates.
+_FACTORIES: dict[str, Callable[..., Divergence]] = {
     "kl": _kl,
     "reverse-kl": _reverse_kl,
     "js": _js,
@@ -432,36 +436,39 @@ _FACTORIES: dict[str, Callable[..., FDivergence]] = {
     "gan": _gan,
     "tv": _tv,
 }
-_CAPPED = {"kl", "reverse-kl", "pearson", "hellinger"}
 
-DIVERGENCES: Mapping[str, FDivergence] = MappingProxyType(
+DIVERGENCES: Mapping[str, Divergence] = MappingProxyType(
     {name: make() for name, make in _FACTORIES.items()}
 )
 """Registry of the f-GAN members with default settings (read-only)."""
 
 
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
 def get_divergence(
-    name: str | FDivergence,
+    name: str | Divergence,
     *,
     max_log_ratio: float | None = None,
     lam: float | None = None,
-) -> FDivergence:
-    """Look up a divergence by name (``FDivergence`` instances pass through).
+) -> Divergence:
+    """Look up a divergence by name (``Divergence`` instances pass through).
 
     Args:
-        name: One of ``kl, reverse-kl, js, pearson, hellinger, gan, tv``, or ``pr``
-            (then ``lam`` is required) or ``pr-<lam>`` (e.g. ``pr-0.5``). Case and
-            ``_`` vs ``-`` are ignored.
+        name: A name of :data:`DIVERGENCES` (``kl, reverse-kl, js, pearson, hellinger,
+            gan, tv``), or ``pr`` (then ``lam`` is required) or ``pr-<lam>`` (e.g.
+            ``pr-0.5``). Case and ``_`` vs ``-`` are ignored.
         max_log_ratio: Cap :math:`B` on the log density ratio the critic can express
             (``kl, reverse-kl, pearson, hellinger``); ignored by the members that are
             stable without one. Default :data:`DEFAULT_MAX_LOG_RATIO`.
         lam: The :math:`\\lambda` of the PR divergence.
     """
-    if isinstance(name, FDivergence):
+    if isinstance(name, Divergence):
         return name
     if not isinstance(name, str):
-        raise ConfigError(f"divergence must be a name or FDivergence, got {type(name).__name__}")
-    key = name.strip().lower().replace("_", "-")
+        raise ConfigError(f"divergence must be a name or Divergence, got {type(name).__name__}")
+    key = _canonical(name)
     if key.startswith("pr-"):
         # "pr-<lam>" is what pr_divergence(lam).name gives, so names round-trip
         if lam is not None:
@@ -471,11 +478,12 @@ def get_divergence(
         if lam is None:
             raise ConfigError("divergence 'pr' needs lam (lambda > 0), or use the name 'pr-<lam>'")
         return pr_divergence(lam)
-    if key not in _FACTORIES:
-        allowed = ", ".join([*_FACTORIES, "pr"])
+    if key not in DIVERGENCES:
+        allowed = ", ".join([*DIVERGENCES, "pr"])
         raise ConfigError(f"unknown divergence {name!r}; allowed: {allowed}")
     if lam is not None:
         raise ConfigError(f"lam only applies to the 'pr' divergence, not {key!r}")
-    if max_log_ratio is not None and key in _CAPPED:
-        return _FACTORIES[key](max_log_ratio)
+    make = _FACTORIES[key]
+    if max_log_ratio is not None and "max_log_ratio" in inspect.signature(make).parameters:
+        return make(max_log_ratio)
     return DIVERGENCES[key]

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from vinaflow.errors import DataError
-from vinaflow.objectives.divergences import FDivergence, get_divergence
+from vinaflow.objectives.divergences import Divergence, get_divergence
 
 __all__ = [
     "critic_loss",
@@ -39,13 +39,13 @@ def _flat(v: Tensor, what: str) -> Tensor:
     return v
 
 
-def variational_bound(v_p: Tensor, v_q: Tensor, divergence: str | FDivergence) -> Tensor:
+def variational_bound(v_p: Tensor, v_q: Tensor, divergence: str | Divergence) -> Tensor:
     r"""Monte-Carlo f-GAN bound :math:`\mathrm{mean}\, g(v_p) - \mathrm{mean}\, f^*(g(v_q))`.
 
     Args:
         v_p: Raw critic outputs on data samples (:math:`P`), shape ``(n,)`` or ``(n, 1)``.
         v_q: Raw critic outputs on model samples (:math:`Q`), shape ``(m,)`` or ``(m, 1)``.
-        divergence: Name or :class:`FDivergence`.
+        divergence: Name or :class:`Divergence`.
 
     Returns:
         A scalar; finite with finite gradients for any finite raw outputs (the
@@ -58,12 +58,12 @@ def variational_bound(v_p: Tensor, v_q: Tensor, divergence: str | FDivergence) -
     return div.g(v_p).mean() - div.f_star_g(v_q).mean()
 
 
-def critic_loss(v_p: Tensor, v_q: Tensor, divergence: str | FDivergence) -> Tensor:
+def critic_loss(v_p: Tensor, v_q: Tensor, divergence: str | Divergence) -> Tensor:
     """Loss the critic minimises: the negated :func:`variational_bound`."""
     return -variational_bound(v_p, v_q, divergence)
 
 
-def generator_loss(v_p: Tensor | None, v_q: Tensor, divergence: str | FDivergence) -> Tensor:
+def generator_loss(v_p: Tensor | None, v_q: Tensor, divergence: str | Divergence) -> Tensor:
     r"""Loss the generator minimises: the :func:`variational_bound` itself.
 
     Pass ``v_p=None`` when :math:`P` does not depend on the generator (data): the
@@ -77,12 +77,12 @@ def generator_loss(v_p: Tensor | None, v_q: Tensor, divergence: str | FDivergenc
     return variational_bound(v_p, v_q, div)
 
 
-def optimal_critic_output(ratio: Tensor, divergence: str | FDivergence) -> Tensor:
+def optimal_critic_output(ratio: Tensor, divergence: str | Divergence) -> Tensor:
     r"""The maximiser of the bound in activated units: :math:`T^* = f'(dP/dQ)`."""
     return get_divergence(divergence).f_prime(torch.as_tensor(ratio))
 
 
-def primal_estimate(log_ratio_q: Tensor, divergence: str | FDivergence) -> Tensor:
+def primal_estimate(log_ratio_q: Tensor, divergence: str | Divergence) -> Tensor:
     r"""Plug-in estimate :math:`\mathrm{mean}_j f(\hat r(x_j))`, :math:`x_j \sim Q`.
 
     ``log_ratio_q`` holds estimates of :math:`\log dP/dQ` at model samples, e.g.

@@ -181,6 +181,11 @@ class Sweep:
                     if section == "problem" and "." in key:
                         _check_problem_key(base["problem"], key)
                 raw = copy.deepcopy(dict(self.base))
+                # The other axes at their first value: some keys are only valid together
+                # (objective.prior_weight > 0 needs objective.prior).
+                for other in self.axes:
+                    if other is not axis:
+                        apply_patch(raw, other.values[0][1])
                 apply_patch(raw, patch)
                 try:
                     resolve_config(raw)
