@@ -68,17 +68,32 @@ def test_study_records_every_run_resumes_and_reports(tiny_study: str, tmp_path: 
     text = report.read_text()
     assert "support-mismatch" in text and "w1" in text
 
+    # the sweeps' results format: every record has an id, read back by load_results
+    from vinaflow.studies.results import load_results
+
+    assert [r["id"] for r in load_results(out)] == [r["id"] for r in records]
+    assert len({r["id"] for r in records}) == 6
+
     # resume: nothing is rerun, nothing is lost
     before = (out / "results.jsonl").read_text()
     gs.run_study(tiny_study, out, log=None, workers=1)
     assert (out / "results.jsonl").read_text() == before
+
+    # results of earlier versions (no id) still resume and report
+    legacy = [{k: v for k, v in r.items() if k != "id"} for r in records[:4]]
+    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
+    gs.run_study(tiny_study, out, log=None, workers=1)
+    again = load_results(out)
+    assert len(again) == 6 and [r["metrics"] for r in again[:4]] == [
+        r.get("metrics") for r in legacy
+    ]
 
 
 def test_damaged_results_file_is_a_clear_error(tiny_study: str, tmp_path: Path) -> None:
     out = tmp_path / "study"
     out.mkdir()
     (out / "results.jsonl").write_text('{"label": "x", "seed": 0}\n{not json\n')
-    with pytest.raises(Exception, match="damaged"):
+    with pytest.raises(Exception, match="corrupted"):
         gs.run_study(tiny_study, out, log=None, workers=1)
     assert (out / "results.jsonl").read_text().startswith('{"label": "x"')
 

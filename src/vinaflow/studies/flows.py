@@ -14,9 +14,18 @@
   precision / recall (Kynkäänniemi et al. 2019) show where lambda moves along the PR
   curve.
 
-Output folder: ``DIR/results.jsonl`` (one record per run, rewritten atomically, so an
-interrupted study resumes where it stopped), ``DIR/study.json``, ``DIR/report.md`` and
-``DIR/plots/*.png``. Python: :func:`run_study`; the lead wires ``vinaflow study NAME``.
+Every run trains a flow -- a :class:`~vinaflow.models.ConditionalINN` with ``dim_y = 0``
+-- through :func:`vinaflow.experiments.generative.fit_flow`, the posterior training path.
+Runs are spread over the sweeps' process pool
+(:func:`~vinaflow.studies.runners.run_in_processes`) and recorded in the sweeps' results
+file (:mod:`vinaflow.studies.results`: one record per run with ``id``, ``params``,
+``seed``, ``status``, ``metrics``, rewritten atomically, so an interrupted study resumes
+where it stopped); the report uses the sweeps' statistics
+(:func:`~vinaflow.studies.report.metric_stats`: mean ± sample standard deviation).
+
+Output folder: ``DIR/results.jsonl``, ``DIR/study.json``, ``DIR/summary.json``,
+``DIR/report.md`` and ``DIR/plots/*.png``. ``vinaflow study NAME`` runs a study and
+``vinaflow report DIR`` rewrites its report.
 """
 
 from __future__ import annotations
@@ -32,12 +41,15 @@ import torch
 
 from vinaflow.atomic import atomic_path, atomic_write_json, atomic_write_text
 from vinaflow.errors import ConfigError, DataError
+from vinaflow.evaluation.plots import save_figure
 from vinaflow.experiments.generative import evaluate_flow, fit_flow, plot_samples
 from vinaflow.problems.targets import make_target
+from vinaflow.studies.report import metric_stats
+from vinaflow.studies.results import RESULTS_FILE, load_results, write_results
+from vinaflow.studies.runners import default_workers, run_in_processes
 
 __all__ = ["GENERATIVE_STUDIES", "run_study", "study_summary", "write_generative_report"]
 
-RESULTS = "results.jsonl"
 
 # -- grid definitions -------------------------------------------------------------------
 SUPPORT_OFFSETS = (0, 3, 5, 10, 15, 20, 25)
@@ -208,14 +220,26 @@ def _label(p: Mapping[str, Any]) -> str:
     return ",".join(f"{k}={v}" for k, v in p.items())
 
 
+def _run_id(label: str, seed: int) -> str:
+    return f"{label}/seed={seed}"
+
+
 def _load(out: Path) -> list[dict[str, Any]]:
-    path = out / RESULTS
-    if not path.is_file():
-        return []
-    try:
-        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is damaged ({err.msg}); remove it to start over") from err
+    """The study's records; those of earlier versions (label and seed, no id) get an id."""
+    path = out / RESULTS_FILE
+    if path.is_file():
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        try:
+            first = json.loads(lines[0]) if lines else {}
+        except json.JSONDecodeError:
+            first = {}
+        if isinstance(first, dict) and "id" not in first and "label" in first:
+            try:
+                old = [json.loads(ln) for ln in lines]
+            except json.JSONDecodeError as err:
+                raise DataError(f"results file {path} is corrupted ({err.msg})") from err
+            return [{"id": _run_id(r["label"], r["seed"]), **r} for r in old]
+    return load_results(out)
 
 
 def _execute(task: tuple[str, int, Mapping[str, Any], int, bool]) -> tuple[int, dict, Any]:
@@ -224,11 +248,12 @@ def _execute(task: tuple[str, int, Mapping[str, Any], int, bool]) -> tuple[int, 
     t0 = time.perf_counter()
     try:
         metrics, demo = GENERATIVE_STUDIES[name]["run"](p, seed, quick)
-        rec = {"label": _label(p), "params": p, "seed": seed, "status": "ok", "metrics": metrics}
+        rec = {"status": "ok", "metrics": metrics}
     except (DataError, ConfigError, RuntimeError) as err:  # a failed run is a result
-        rec = {"label": _label(p), "params": p, "seed": seed, "status": "failed",
-               "error": f"{type(err).__name__}: {err}"}  # fmt: skip
+        rec = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
         demo = None
+    lab = _label(p)
+    rec = {"id": _run_id(lab, seed), "label": lab, "params": p, "seed": seed, **rec}
     rec["wall_seconds"] = time.perf_counter() - t0
     if demo is not None:
         demo = tuple(d.numpy() for d in demo)
@@ -248,8 +273,6 @@ def run_study(
     Runs are spread over ``workers`` processes (default: one per available core, each
     with one torch thread); every finished run is appended to ``results.jsonl`` at once.
     """
-    from vinaflow.studies.sweep import default_workers, run_in_processes
-
     if name not in GENERATIVE_STUDIES:
         raise ConfigError(f"unknown study {name!r}; available: {', '.join(GENERATIVE_STUDIES)}")
     spec = GENERATIVE_STUDIES[name]
@@ -260,9 +283,12 @@ def run_study(
     meta = {"study": name, "description": spec["description"], "quick": quick, "seeds": seeds}
     atomic_write_json(out / "study.json", {**meta, "grid": grid})
     records = _load(out)
-    done = {(r["label"], r["seed"]) for r in records}
+    done = {r["id"] for r in records}
     todo = [
-        (i, p, seed) for i, p in enumerate(grid) for seed in seeds if (_label(p), seed) not in done
+        (i, p, seed)
+        for i, p in enumerate(grid)
+        for seed in seeds
+        if _run_id(_label(p), seed) not in done
     ]
     total = len(grid) * len(seeds)
 
@@ -270,7 +296,7 @@ def run_study(
         i, rec, demo = result
         seed = rec["seed"]
         records.append(rec)
-        atomic_write_text(out / RESULTS, "".join(json.dumps(r) + "\n" for r in records))
+        write_results(out, records)
         if demo is not None and seed == seeds[0]:
             with atomic_path(out / "samples" / f"{i}.npz", suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
@@ -318,19 +344,18 @@ def _summary(records: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict
         stats = {}
         for m in metrics:
             vs = row["values"].get(m, [])
-            stats[m] = (float(np.mean(vs)), float(np.std(vs)), len(vs)) if vs else None
+            stats[m] = metric_stats(vs) if vs else None
         out.append({"label": lab, "params": row["params"], "n": row["n"], "failed": row["failed"],
                     "stats": stats})  # fmt: skip
     return out
 
 
 def _line_plot(rows, x_key, group_key, metric, path, xlabel, ylabel, logy=False) -> None:  # noqa: ANN001
-    import matplotlib
+    # matplotlib is heavy: loaded only when a report draws figures.
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = fig.add_subplot()
     groups: dict[Any, list] = {}
     for r in rows:
         if r["stats"].get(metric):
@@ -346,19 +371,14 @@ def _line_plot(rows, x_key, group_key, metric, path, xlabel, ylabel, logy=False)
     if logy:
         ax.set_yscale("log")
     ax.legend()
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def _pr_plot(rows, path: Path) -> None:  # noqa: ANN001
-    import matplotlib
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 4))
+    fig = Figure(figsize=(4.5, 4))
+    ax = fig.add_subplot()
     for r in rows:
         p, rc = r["stats"].get("precision"), r["stats"].get("recall")
         if not (p and rc):
@@ -368,10 +388,7 @@ def _pr_plot(rows, path: Path) -> None:  # noqa: ANN001
         ax.annotate(lab, (rc[0], p[0]), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("recall (k-NN)")
     ax.set_ylabel("precision (k-NN)")
-    fig.tight_layout()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def write_generative_report(directory: str | Path) -> Path:
