@@ -1,5 +1,7 @@
-"""Named studies: the VINA paper's experiments (arXiv 2602.20480) as one command each.
+"""The study registry: the VINA paper's experiments (arXiv 2602.20480) as one command each.
 
+The paper's studies are defined in :mod:`vinaflow.studies.kinematics` (the robot arm)
+and :mod:`vinaflow.studies.ocean` (geoacoustic inversion) and registered on import.
 A :class:`Study` is a base config, grid axes, a seed range, a ``quick`` variant (for
 CI and a first look; every quick study finishes in under 10 minutes on 2 cores) and
 the report figures. ``vinaflow study NAME --out DIR`` runs it as a resumable sweep
