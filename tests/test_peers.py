@@ -178,14 +178,12 @@ def test_simulations_are_seeded() -> None:
     assert not np.array_equal(x1, x3)
 
 
-def test_run_vinaflow_smoke(tmp_path: Path) -> None:
+def test_run_vinaflow_smoke() -> None:
     from benchmarks.peers.run import run_vinaflow, simulations
 
     x, y = simulations("gaussian_mixture", 300, seed=0)
     obs = y[:2]
-    res = run_vinaflow(
-        "nll-cinn", x, y, obs, 50, max_seconds=2.0, steps=20, seed=0, workdir=tmp_path
-    )
+    res = run_vinaflow("nll-cinn", x, y, obs, 50, max_seconds=2.0, steps=20, seed=0)
     assert len(res["samples"]) == 2 and res["samples"][0].shape == (50, 2)
     assert res["train_seconds"] > 0 and res["sample_seconds_per_10k"] > 0
 

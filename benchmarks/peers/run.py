@@ -18,8 +18,8 @@ schedule differs slightly from sbibm's, see its docstring). Methods:
 - ``inn-mmd``: an Ardizzone-style INN trained with MMD, built from vinaflow's blocks;
 - ``nll-cinn``, ``fdiv-kl``, ``fdiv-js``, ``sinkhorn``: vinaflow's objectives.
 
-vinaflow reads the simulations as a bank (``problem: {bank: ...}``), which holds out one row
-as its test observation, so vinaflow methods train on ``budget - 1`` of the same rows.
+vinaflow methods train with ``vinaflow.fit`` on the same arrays (a tenth of the rows, at most
+2,000, for validation, as sbi holds out a tenth).
 Also reported: training seconds, seconds per 10,000 posterior samples, and a posterior
 predictive check of our simulator against each reference (see
 :func:`benchmarks.peers.tasks.posterior_predictive_check`). Prints a table and writes
@@ -36,7 +36,6 @@ import argparse
 import contextlib
 import io
 import json
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,23 +44,19 @@ from typing import Any
 import numpy as np
 import torch
 
+import vinaflow
 from benchmarks.peers.sbibm_reference import TASKS, ReferenceObservation, find_wheel, load_task
 from benchmarks.peers.tasks import make_task, posterior_predictive_check
 
 __all__ = ["METHODS", "VINAFLOW_METHODS", "main", "run_sbi", "run_vinaflow", "simulations"]
 
+#: ``vinaflow.fit`` arguments of each method (model kind, objective, objective settings).
 VINAFLOW_METHODS: dict[str, dict[str, Any]] = {
-    "inn-mmd": {"model": {"kind": "inn"}, "objective": {"name": "mmd"}},
-    "nll-cinn": {"model": {"kind": "cinn"}, "objective": {"name": "nll"}},
-    "fdiv-kl": {
-        "model": {"kind": "inn"},
-        "objective": {"name": "fdiv", "divergence": "kl", "direction": "backward"},
-    },
-    "fdiv-js": {
-        "model": {"kind": "inn"},
-        "objective": {"name": "fdiv", "divergence": "js", "direction": "backward"},
-    },
-    "sinkhorn": {"model": {"kind": "inn"}, "objective": {"name": "sinkhorn", "blur": 0.05}},
+    "inn-mmd": {"model": "inn", "objective": "mmd"},
+    "nll-cinn": {"model": "cinn", "objective": "nll"},
+    "fdiv-kl": {"model": "inn", "objective": "kl"},
+    "fdiv-js": {"model": "inn", "objective": "js"},
+    "sinkhorn": {"model": "inn", "objective": "sinkhorn", "blur": 0.05},
 }
 METHODS = ("sbi-npe", *VINAFLOW_METHODS)
 # Published NPE C2ST per (task, budget), the mean over sbibm's 10 observations. The
@@ -123,47 +118,30 @@ def run_vinaflow(
     max_seconds: float,
     steps: int,
     seed: int,
-    workdir: Path,
 ) -> dict[str, Any]:
-    """Train ``method`` (a key of :data:`VINAFLOW_METHODS`) on ``(x, y)``; sample at ``obs``."""
-    from vinaflow.config import resolve_config
-    from vinaflow.experiments.pipeline import run
+    """Train ``method`` (a key of :data:`VINAFLOW_METHODS`) on ``(x, y)``; sample at ``obs``.
 
-    bank = workdir / f"bank-{len(x)}.npz"
-    if not bank.is_file():
-        np.savez(bank, x=x, y=y)
-    spec = VINAFLOW_METHODS[method]
-    cfg = resolve_config(
-        {
-            "problem": {"bank": str(bank), "num_simulations": len(x)},
-            "model": spec["model"],
-            "objective": spec["objective"],
-            "training": {
-                "steps": steps,
-                "max_seconds": max_seconds,
-                "seed": seed,
-                "progress": False,
-            },
-            "evaluation": {
-                "num_observations": 1,
-                "num_samples": 100,
-                "num_calibration": 0,
-                "c2st": False,
-                "plots": False,
-                "certificate": False,
-            },
-        }
+    ``vinaflow.fit`` with the run config's default model and training settings; its
+    validation split matches ``vinaflow run``'s (a tenth of the rows, at most 2,000).
+    """
+    n_val = min(max(len(x) // 10, 1), 2000)
+    posterior = vinaflow.fit(
+        x,
+        y,
+        **VINAFLOW_METHODS[method],
+        steps=steps,
+        max_seconds=max_seconds,
+        seed=seed,
+        validation_fraction=n_val / len(x),
+        progress=False,
     )
-    result = run(cfg, None, progress=False)
-    posterior = result.posterior
 
     def sample(o: np.ndarray, n: int) -> np.ndarray:
-        with torch.inference_mode():
-            return posterior.sample(torch.as_tensor(o, dtype=torch.float32), n)[0].numpy()
+        return posterior.sample(torch.as_tensor(o, dtype=torch.float32), n)[0].numpy()
 
     samples, per_10k = _time_sampling(sample, obs, n_samples)
     return {
-        "train_seconds": float(result.train.train_seconds),
+        "train_seconds": float(posterior.train_result.train_seconds),
         "sample_seconds_per_10k": per_10k,
         "samples": samples,
     }
@@ -296,59 +274,46 @@ def main(argv: list[str] | None = None) -> int:
         print("[peers] sbi is not importable: skipping sbi-npe (pip install -e '.[bench]')")
     rows: list[dict[str, Any]] = []
     ppc: dict[str, list[dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="vinaflow-peers-") as tmp:
-        for task_name in args.tasks:
-            refs = load_task(wheel, task_name)[: args.observations]
-            task = make_task(task_name)
-            ppc[task_name] = [
-                posterior_predictive_check(task, r.samples, r.observation) for r in refs
-            ]
-            obs = np.stack([r.observation for r in refs]).astype(np.float32)
-            for budget in budgets:
-                x, y = simulations(task_name, budget, args.seed)
-                workdir = Path(tmp) / task_name
-                workdir.mkdir(exist_ok=True)
-                for method in methods:
-                    t0 = time.perf_counter()
-                    try:
-                        if method == "sbi-npe":
-                            res = run_sbi(task_name, x, y, obs, n_samples, sbi_epochs, args.seed)
-                        else:
-                            res = run_vinaflow(
-                                method,
-                                x,
-                                y,
-                                obs,
-                                n_samples,
-                                max_seconds,
-                                100_000,
-                                args.seed,
-                                workdir,
-                            )
-                        n_scored = args.c2st_observations or (
-                            3 if args.quick and task.dim_x > 2 else len(refs)
+    for task_name in args.tasks:
+        refs = load_task(wheel, task_name)[: args.observations]
+        task = make_task(task_name)
+        ppc[task_name] = [posterior_predictive_check(task, r.samples, r.observation) for r in refs]
+        obs = np.stack([r.observation for r in refs]).astype(np.float32)
+        for budget in budgets:
+            x, y = simulations(task_name, budget, args.seed)
+            for method in methods:
+                t0 = time.perf_counter()
+                try:
+                    if method == "sbi-npe":
+                        res = run_sbi(task_name, x, y, obs, n_samples, sbi_epochs, args.seed)
+                    else:
+                        res = run_vinaflow(
+                            method, x, y, obs, n_samples, max_seconds, 100_000, args.seed
                         )
-                        scores = _score(
-                            res.pop("samples")[:n_scored], refs[:n_scored], n_c2st, args.seed
-                        )
-                        row = {
-                            **res,
-                            "c2st": float(np.mean(scores)),
-                            "c2st_per_observation": scores,
-                        }
-                    except Exception as err:  # noqa: BLE001 - a failed method is reported
-                        row = {"error": f"{type(err).__name__}: {err}"}
+                    n_scored = args.c2st_observations or (
+                        3 if args.quick and task.dim_x > 2 else len(refs)
+                    )
+                    scores = _score(
+                        res.pop("samples")[:n_scored], refs[:n_scored], n_c2st, args.seed
+                    )
                     row = {
-                        "task": task_name,
-                        "budget": budget,
-                        "method": method,
-                        **row,
-                        "wall_seconds": time.perf_counter() - t0,
-                        "sbibm_npe_c2st": SBIBM_NPE_C2ST.get((task_name, budget)),
-                        "sbibm_paper_npe_c2st": SBIBM_PAPER_NPE_C2ST.get((task_name, budget)),
+                        **res,
+                        "c2st": float(np.mean(scores)),
+                        "c2st_per_observation": scores,
                     }
-                    rows.append(row)
-                    _print_row(row)
+                except Exception as err:  # noqa: BLE001 - a failed method is reported
+                    row = {"error": f"{type(err).__name__}: {err}"}
+                row = {
+                    "task": task_name,
+                    "budget": budget,
+                    "method": method,
+                    **row,
+                    "wall_seconds": time.perf_counter() - t0,
+                    "sbibm_npe_c2st": SBIBM_NPE_C2ST.get((task_name, budget)),
+                    "sbibm_paper_npe_c2st": SBIBM_PAPER_NPE_C2ST.get((task_name, budget)),
+                }
+                rows.append(row)
+                _print_row(row)
     _print_summary(rows)
     _write(args, rows, ppc, wheel, budgets, max_seconds, sbi_epochs, n_c2st)
     return 0

@@ -1,6 +1,18 @@
-"""vinaflow: variational invertible neural architectures for amortized posterior inference."""
+"""vinaflow: variational invertible neural architectures for amortized posterior inference.
+
+Example:
+    >>> import vinaflow  # doctest: +SKIP
+    >>> posterior = vinaflow.fit(x, y, max_seconds=60)  # doctest: +SKIP
+    >>> samples = posterior.sample(y_obs, 1000, seed=0)  # doctest: +SKIP
+    >>> posterior.save("my-posterior")  # doctest: +SKIP
+    >>> vinaflow.load("my-posterior").sample(y_obs, 1000, seed=0)  # doctest: +SKIP
+"""
 
 from __future__ import annotations
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+
+from vinaflow.api import certify, evaluate, fit, load  # noqa: E402 - after __version__
+from vinaflow.models import Posterior  # noqa: E402
+
+__all__ = ["Posterior", "__version__", "certify", "evaluate", "fit", "load"]

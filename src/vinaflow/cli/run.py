@@ -30,14 +30,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _load_run(directory: str) -> tuple[dict[str, Any], Any]:
     from vinaflow.config import load_config
     from vinaflow.models import Posterior
-    from vinaflow.models.serialization import load_model
 
     d = Path(directory)
     if not d.is_dir():
         raise DataError(f"run folder not found: {d}")
     cfg = load_config(d / "config.yaml")
-    model, _ = load_model(d)
-    return cfg, Posterior(model)
+    return cfg, Posterior.load(d)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:

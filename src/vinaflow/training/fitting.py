@@ -1,0 +1,255 @@
+"""The one path from simulations to a trained posterior, shared by ``vinaflow.fit`` and
+``vinaflow run``.
+
+Both build the model and the objective from config sections, standardise with the
+training data, optionally set up noise augmentation and train with :class:`Trainer`;
+``vinaflow run`` adds the run folder (checkpoints, resume, evaluation, report) around
+:meth:`TrainingJob.run`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from vinaflow.errors import ConfigError, DataError
+from vinaflow.models import AmortizedModel, Posterior, build_model
+from vinaflow.objectives.losses import Objective
+from vinaflow.objectives.specs import build_objective
+from vinaflow.problems import BankProblem, Problem
+from vinaflow.training.trainer import Trainer, TrainingConfig, TrainResult
+
+__all__ = [
+    "Dataset",
+    "TrainingJob",
+    "build_objective",
+    "build_model_from_config",
+    "dataset_from_arrays",
+    "model_settings",
+    "noise_augmentation_inputs",
+    "prepare_data",
+    "prepare_training",
+    "train_posterior",
+]
+
+#: Model settings that only iResNet blocks take (dropped for coupling blocks).
+_IRESNET_KEYS = (
+    "explicit",
+    "logdet",
+    "n_series_terms",
+    "n_hutchinson",
+    "fixed_point_tol",
+    "fixed_point_max_iter",
+    "lipschitz",
+)
+
+
+@dataclass
+class Dataset:
+    """Training and validation rows in problem units.
+
+    ``x_test``/``y_test`` hold held-out bank rows for problems that cannot simulate;
+    ``y_clean`` the noise-free training observations (noise augmentation).
+    """
+
+    x: Tensor
+    y: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor | None = None
+    y_test: Tensor | None = None
+    y_clean: Tensor | None = None
+
+
+def _split(x: Tensor, y: Tensor, n_val: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+
+def prepare_data(
+    problem: Problem, problem_cfg: Mapping[str, Any], seed: int, n_test: int = 0
+) -> Dataset:
+    """Training and validation simulations (or bank rows), reproducible from ``seed``."""
+    clean: Tensor | None = None
+    if isinstance(problem, BankProblem):
+        x, y, clean = problem.bank.x, problem.bank.y, problem.bank.y_clean
+        n = min(len(x), problem_cfg.get("num_simulations") or len(x))
+        g = torch.Generator().manual_seed(seed)
+        perm = torch.randperm(len(x), generator=g)
+        x, y = x[perm], y[perm]
+        clean = None if clean is None else clean[perm]
+        need_test = n_test if problem.source is None else 0
+        if n - need_test < 20:
+            raise DataError(f"bank has {len(x)} rows: too few for training and {need_test} tests")
+        x_test, y_test = (x[n - need_test : n], y[n - need_test : n]) if need_test else (None, None)
+        x, y = x[: n - need_test], y[: n - need_test]
+        clean = None if clean is None else clean[: n - need_test]
+    else:
+        n = int(problem_cfg["num_simulations"])
+        g = torch.Generator().manual_seed(seed)
+        x = problem.sample_prior(n, g)
+        y, clean = problem.simulate_with_clean_checked(x, g)
+        x_test = y_test = None
+    n_val = int(problem_cfg.get("num_validation") or min(max(len(x) // 10, 1), 2000))
+    if n_val >= len(x):
+        raise ConfigError(f"problem.num_validation ({n_val}) must be below the data size {len(x)}")
+    xt, yt, xv, yv = _split(x, y, n_val)
+    return Dataset(xt, yt, xv, yv, x_test, y_test, None if clean is None else clean[n_val:])
+
+
+def dataset_from_arrays(
+    x: Tensor,
+    y: Tensor,
+    n_val: int,
+    seed: int | None = None,
+    y_clean: Tensor | None = None,
+) -> Dataset:
+    """Rows of ``(x, y)`` split into ``n_val`` validation rows and the rest for training.
+
+    With ``seed``, rows are shuffled first (user arrays may be sorted, e.g. by parameter);
+    without it the first ``n_val`` rows are the validation rows (fresh simulations are in
+    random order already).
+    """
+    if seed is not None:
+        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+        x, y = x[perm], y[perm]
+        y_clean = None if y_clean is None else y_clean[perm]
+    xt, yt, xv, yv = _split(x, y, n_val)
+    return Dataset(xt, yt, xv, yv, y_clean=None if y_clean is None else y_clean[n_val:])
+
+
+def noise_augmentation_inputs(
+    problem: Problem | None, data: Dataset, model: AmortizedModel
+) -> tuple[Tensor, Tensor]:
+    """Standardised noise-free training observations and noise scales for the trainer."""
+    std = None if problem is None else problem.observation_noise_std
+    if std is None or data.y_clean is None:
+        if problem is None:
+            why = "data given as arrays (simulate with a problem whose noise is additive Gaussian)"
+        elif isinstance(problem, BankProblem) and problem.source is not None:
+            why = "a bank without 'y_clean' (re-create it with `vinaflow simulate`)"
+        else:
+            why = f"problem {problem.name!r}, whose noise is not additive Gaussian"
+        raise ConfigError(f"training.noise_augmentation is not available for {why}")
+    std = torch.as_tensor(std, dtype=torch.float32)
+    return model.y_norm(data.y_clean.float()), std / model.y_norm.std
+
+
+def model_settings(model_cfg: Mapping[str, Any], objective: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor keywords of the ``model`` section (without ``kind``) for ``objective``.
+
+    An iResNet's ``explicit: auto`` becomes the direction the objective trains through
+    (``inverse`` for sampling objectives, ``forward`` for the likelihood), so that
+    training never differentiates through a fixed-point solve; coupling blocks drop the
+    iResNet-only settings.
+    """
+    kwargs = {k: v for k, v in model_cfg.items() if k != "kind"}
+    if kwargs.get("arch") == "iresnet":
+        if kwargs.get("explicit", "auto") == "auto":
+            sampling = objective["name"] != "nll" and objective.get("direction") == "backward"
+            kwargs["explicit"] = "inverse" if sampling else "forward"
+    else:
+        for k in _IRESNET_KEYS:
+            kwargs.pop(k, None)
+    return kwargs
+
+
+def build_model_from_config(
+    model_cfg: Mapping[str, Any],
+    objective_cfg: Mapping[str, Any],
+    dim_x: int,
+    dim_y: int,
+    seed: int,
+) -> AmortizedModel:
+    """The model of a resolved ``model`` section; ``seed`` unless the section sets one."""
+    kwargs = model_settings(model_cfg, objective_cfg)
+    kwargs.setdefault("seed", seed)
+    return build_model(model_cfg["kind"], dim_x, dim_y, **kwargs)
+
+
+def _check_model(model: Any, dim_x: int, dim_y: int) -> None:
+    if not isinstance(model, AmortizedModel):
+        raise ConfigError(
+            "model must be a kind name ('cinn', 'inn') or a conditional model "
+            f"(vinaflow.models.AmortizedModel), got {type(model).__name__}; unconditional "
+            "flows train with `vinaflow flow`"
+        )
+    if (model.dim_x, model.dim_y) != (dim_x, dim_y):
+        raise DataError(
+            f"model has dim_x={model.dim_x}, dim_y={model.dim_y} but the data have "
+            f"dim_x={dim_x}, dim_y={dim_y} columns"
+        )
+
+
+@dataclass
+class TrainingJob:
+    """A model, its objective and standardised data, ready for :meth:`run`."""
+
+    model: AmortizedModel
+    objective: Objective
+    trainer: Trainer
+    x: Tensor
+    y: Tensor
+    x_val: Tensor | None
+    y_val: Tensor | None
+    y_noise_std: Tensor | None = None
+
+    def run(self, checkpoint: str | Path | None = None, resume: bool = False) -> TrainResult:
+        """Train (from ``checkpoint`` when ``resume``); leaves the model in eval mode."""
+        return self.trainer.fit(
+            self.model,
+            self.objective,
+            self.x,
+            self.y,
+            self.x_val,
+            self.y_val,
+            checkpoint=checkpoint,
+            resume=resume,
+            y_noise_std=self.y_noise_std,
+        )
+
+
+def prepare_training(
+    model: AmortizedModel,
+    objective: Mapping[str, Any] | Objective,
+    training: TrainingConfig,
+    data: Dataset,
+    problem: Problem | None = None,
+) -> TrainingJob:
+    """Standardise with the training rows, build the objective and set up noise augmentation.
+
+    ``objective`` is a resolved config section or a built :class:`Objective`. ``problem``
+    supplies the prior penalty's default parameters and the noise model of noise
+    augmentation (``training.noise_augmentation``); ``None`` for plain arrays. Every
+    config error is raised here, before anything is trained or written.
+    """
+    _check_model(model, data.x.shape[1], data.y.shape[1])
+    model.fit_normalization(data.x, data.y)
+    if not isinstance(objective, Objective):
+        prior = None if problem is None else problem.prior
+        objective = build_objective(objective, model, prior)
+    x_s, y_s = model.x_norm(data.x), model.y_norm(data.y)
+    xv_s = yv_s = None
+    if data.x_val.shape[0] > 0:
+        xv_s, yv_s = model.x_norm(data.x_val), model.y_norm(data.y_val)
+    noise_std = None
+    if training.noise_augmentation:
+        y_s, noise_std = noise_augmentation_inputs(problem, data, model)
+    return TrainingJob(model, objective, Trainer(training), x_s, y_s, xv_s, yv_s, noise_std)
+
+
+def train_posterior(
+    model: AmortizedModel,
+    objective: Mapping[str, Any] | Objective,
+    training: TrainingConfig,
+    data: Dataset,
+    problem: Problem | None = None,
+) -> tuple[Posterior, TrainResult]:
+    """:func:`prepare_training` then :meth:`TrainingJob.run`; the trained posterior."""
+    job = prepare_training(model, objective, training, data, problem)
+    result = job.run()
+    return Posterior(model), result
