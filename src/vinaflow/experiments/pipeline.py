@@ -9,6 +9,10 @@ Output folder layout::
     DIR/history.json       training curves
     DIR/report.md          human-readable summary with the plots
     DIR/plots/*.png
+
+Training goes through :func:`vinaflow.training.fitting.prepare_training`, the path
+``vinaflow.fit`` uses; this module adds the run folder, checkpoints and ``--resume``,
+evaluation (:mod:`vinaflow.evaluation.posterior`), figures and the report.
 """
 
 from __future__ import annotations
