@@ -16,8 +16,6 @@ from pathlib import Path
 
 import pytest
 
-import vinaflow
-
 ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "docs" / "tutorials"
 
@@ -43,7 +41,6 @@ def _value(pattern: str, text: str) -> float:
     return float(m.group(1))
 
 
-@pytest.mark.skipif(not hasattr(vinaflow, "fit"), reason="vinaflow.fit is not available yet")
 def test_quickstart_tutorial(tmp_path: Path) -> None:
     out = _run([sys.executable, str(TUTORIALS / "quickstart.py")], tmp_path)
     assert "training data: x (2000, 4), y (2000, 2)" in out
