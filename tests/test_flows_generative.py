@@ -1,4 +1,4 @@
-"""Normalizing flows, generative objectives, targets and precision/recall."""
+"""Normalizing flows (cINNs with dim_y = 0), their objectives, targets, precision/recall."""
 
 from __future__ import annotations
 
@@ -15,18 +15,23 @@ from vinaflow.evaluation.precision_recall import precision_recall
 from vinaflow.experiments.generative import (
     evaluate_flow,
     fit_flow,
+    flow_objective_config,
     load_flow_config,
     resolve_flow_config,
     run_flow,
 )
+from vinaflow.models import ConditionalINN
 from vinaflow.models.flow import MonotoneElementwise, NormalizingFlow
-from vinaflow.objectives.generative import (
-    FlowFDivergence,
-    FlowPRDivergence,
-    build_flow_objective,
-    slog,
-)
+from vinaflow.objectives.losses import FDivergenceObjective, Objective, slog
+from vinaflow.objectives.specs import build_objective
 from vinaflow.problems.targets import Pareto, check_data, load_data, make_target
+
+
+def build_flow_objective(cfg: dict, dim: int) -> Objective:
+    """The objective ``vinaflow flow`` trains a ``dim``-dimensional flow with."""
+    flow = ConditionalINN(dim, 0, blocks=1, hidden=4)
+    (term,) = build_objective(flow_objective_config(cfg), flow).terms
+    return term
 
 
 # -- targets ---------------------------------------------------------------------------
@@ -225,14 +230,14 @@ def test_normalizing_flow_is_a_conditional_inn_without_observation():
 
 # -- objectives --------------------------------------------------------------------------
 def test_objective_builder_and_bad_lambda():
-    assert isinstance(
-        build_flow_objective({"name": "fdiv", "divergence": "js"}, 2), FlowFDivergence
-    )
+    obj = build_flow_objective({"name": "fdiv", "divergence": "js"}, 2)
+    assert isinstance(obj, FDivergenceObjective) and obj.whitener is None
+    assert build_flow_objective({"name": "pr", "lam": 3.0}, 2).lam == 3.0
     with pytest.raises(ConfigError, match="lam"):
         build_flow_objective({"name": "pr", "lam": 0}, 2)
     with pytest.raises(ConfigError, match="lam"):
         build_flow_objective({"name": "pr", "lam": -2.0}, 2)
-    with pytest.raises(ConfigError, match="does not take"):
+    with pytest.raises(ConfigError, match="unknown key"):
         build_flow_objective({"name": "sinkhorn", "divergence": "kl"}, 2)
     with pytest.raises(ConfigError, match="auxiliary"):
         build_flow_objective({"name": "pr", "lam": 1.0, "auxiliary": "tv"}, 2)
@@ -260,8 +265,14 @@ def test_pr_generator_gradient_is_exact_for_known_ratio(gradient, lam):
     with torch.no_grad():
         blk.raw_b.fill_(-60.0)  # tanh part off: x = z + shift
         blk.shift.fill_(mu0)
-    obj = FlowPRDivergence(
-        1, lam=lam, max_log_ratio=50.0, gradient=gradient, temperature=0.01
+    obj = FDivergenceObjective(
+        flow,
+        "pr",
+        lam=lam,
+        max_log_ratio=50.0,
+        gradient=gradient,
+        temperature=0.01,
+        whiten=False,
     ).double()
 
     class ExactCritic(torch.nn.Module):
@@ -271,7 +282,9 @@ def test_pr_generator_gradient_is_exact_for_known_ratio(gradient, lam):
 
     obj.critic = ExactCritic()
     torch.manual_seed(0)
-    loss, logs = obj.generator_loss(flow, torch.zeros(400_000, 1, dtype=torch.float64), None)
+    n = 400_000
+    x_s, y_s = torch.zeros(n, 1, dtype=torch.float64), torch.zeros(n, 0, dtype=torch.float64)
+    loss, logs = obj.generator_loss(flow, x_s, y_s)
     loss.backward()
     grad = blk.shift.grad.item()
 
@@ -284,6 +297,51 @@ def test_pr_generator_gradient_is_exact_for_known_ratio(gradient, lam):
     exact = (d(mu0 + 1e-4) - d(mu0 - 1e-4)) / 2e-4
     assert abs(logs["pr_divergence"] - d(mu0)) < 0.01
     assert abs(grad - exact) < 0.03 * abs(exact) + 0.005
+
+
+@pytest.mark.parametrize("gradient", ["score", "pathwise"])
+def test_kl_ratio_gradients_are_exact_for_known_ratio_of_a_conditional_model(gradient):
+    """``gradient=score|pathwise`` for a named f-divergence, on a *conditional* cINN.
+
+    P = N(y, 1), Q_theta(x | y) = N(y + mu, 1): KL(P || Q) = mu^2 / 2, so dKL/dmu = mu.
+    The model is x = z + shift + y (an affine coupling-free map, built by hand below).
+    """
+    mu0 = 0.6
+    model = ConditionalINN(1, 1, blocks=1, hidden=2).double()
+
+    class Shift(torch.nn.Module):
+        # x = z + y + mu: the flow's density direction z = x - y - mu, log-det 0
+        def __init__(self) -> None:
+            super().__init__()
+            self.mu = torch.nn.Parameter(torch.tensor(mu0, dtype=torch.float64))
+
+        def forward(self, v, c=None, rev=False):
+            out = v + c + self.mu if rev else v - c - self.mu
+            return out, torch.zeros(v.shape[0], dtype=v.dtype)
+
+    model.flow = Shift()
+    obj = FDivergenceObjective(model, "kl", gradient=gradient, max_log_ratio=50.0, whiten=False)
+    obj = obj.double()
+
+    class ExactCritic(torch.nn.Module):
+        def log_ratio(self, v):  # log p(x|y) / q(x|y) at v = (x, y)
+            x, y = v[:, 0], v[:, 1]
+            mu = model.flow.mu.detach()
+            return -0.5 * (x - y) ** 2 + 0.5 * (x - y - mu) ** 2
+
+    obj.critic = ExactCritic()
+    torch.manual_seed(0)
+    n = 400_000
+    y_s = torch.randn(n, 1, dtype=torch.float64)
+    loss, logs = obj.generator_loss(model, torch.zeros(n, 1, dtype=torch.float64), y_s)
+    loss.backward()
+    assert abs(logs["fdiv_plug_in"] - mu0**2 / 2) < 0.01
+    assert abs(model.flow.mu.grad.item() - mu0) < 0.03 * mu0
+    # the score gradient needs a density: the joint INN has none
+    from vinaflow.models import JointINN
+
+    with pytest.raises(ConfigError, match="density"):
+        FDivergenceObjective(JointINN(2, 1, blocks=1, hidden=4), "kl", gradient="score")
 
 
 @pytest.mark.parametrize(
@@ -397,6 +455,54 @@ def test_run_flow_writes_outputs_and_certify(tmp_path):
         certify_run_dir(out)
 
 
+def test_run_flow_trains_a_conditional_inn_without_observation(tmp_path):
+    from vinaflow.models.serialization import load_model
+
+    cfg = {
+        "target": {"name": "gaussian-mixture", "dim": 2},
+        "data": {"num_train": 600, "num_validation": 100, "num_test": 300},
+        "model": {"blocks": 1, "hidden": 8},
+        "objective": {"name": "pr", "lam": 2.0, "critic_hidden": 8},
+        "training": {"steps": 5, "progress": False},
+        "evaluation": {"num_samples": 300, "plots": False, "certificate": False},
+    }
+    res = run_flow(cfg, tmp_path / "run", progress=False)
+    saved = json.loads((tmp_path / "run" / "model.json").read_text())["model"]
+    assert saved["kind"] == "cinn" and saved["dim_y"] == 0 and saved["dim_x"] == 2
+    model, _ = load_model(tmp_path / "run")
+    assert type(model) is ConditionalINN and model.dim_y == 0
+    x = torch.randn(10, 2)
+    assert torch.equal(model.log_prob(x), res.model.log_prob(x))
+    # the resolved config names the conditional objective that was trained
+    written = load_flow_config(tmp_path / "run" / "config.yaml")
+    assert written["objective"]["name"] == "fdiv" and written["objective"]["divergence"] == "pr"
+    assert written["objective"]["whiten"] is False and written == res.config
+
+
+def test_run_flow_writes_metrics_json_last(tmp_path):
+    """metrics.json marks a finished run: it is written after the model, plots and report,
+    and a run that fails before (here: report.md cannot be written) leaves none."""
+    cfg = {
+        "target": {"name": "uniform"},
+        "data": {"num_train": 300, "num_test": 300},
+        "model": {"blocks": 1, "hidden": 4},
+        "training": {"steps": 5, "progress": False},
+        "evaluation": {"num_samples": 300, "certificate": False, "plots": True},
+    }
+    out = tmp_path / "ok"
+    run_flow(cfg, out, progress=False)
+    last = (out / "metrics.json").stat().st_mtime_ns
+    for f in ("model.json", "model.safetensors", "history.json", "report.md",
+              "plots/samples.png", "plots/loss_curves.png"):  # fmt: skip
+        assert (out / f).stat().st_mtime_ns <= last, f
+    broken = tmp_path / "broken"
+    (broken / "report.md").mkdir(parents=True)  # the report cannot replace a folder
+    with pytest.raises(OSError):
+        run_flow(cfg, broken, progress=False)
+    assert (broken / "plots" / "loss_curves.png").is_file()
+    assert not (broken / "metrics.json").exists()
+
+
 def test_cli_flow_command(tmp_path):
     import argparse
 
@@ -425,7 +531,9 @@ def test_critic_warmup_trains_the_critic_before_the_model_moves():
 
     x = 3.0 + torch.randn(4000, 1, generator=torch.Generator().manual_seed(0))
     flow = NormalizingFlow(1, blocks=1, hidden=8, normalization="none")
-    obj = build_flow_objective({"name": "pr", "lam": 1.0, "gradient_penalty": 0.0}, 1)
+    obj = build_objective(
+        flow_objective_config({"name": "pr", "lam": 1.0, "gradient_penalty": 0.0}), flow
+    )
     before = {k: v.clone() for k, v in flow.state_dict().items()}
     cfg = TrainingConfig(steps=1, lr=1e-12, critic_lr=1e-2, critic_warmup=300, progress=False)
     Trainer(cfg).fit(flow, obj, x, torch.empty(4000, 0))
@@ -433,7 +541,8 @@ def test_critic_warmup_trains_the_critic_before_the_model_moves():
         assert torch.allclose(v, before[k], atol=1e-9), k
     with torch.no_grad():
         gap = (
-            obj.critic.log_ratio(x[:500]).mean() - obj.critic.log_ratio(torch.zeros(500, 1)).mean()
+            obj.terms[0].critic.log_ratio(x[:500]).mean()
+            - obj.terms[0].critic.log_ratio(torch.zeros(500, 1)).mean()
         )
     assert gap > 3.0  # the true log p/q is 3x - 4.5: a gap of 9 between the two groups
     with pytest.raises(ConfigError, match="critic_warmup"):

@@ -1,13 +1,21 @@
 """``vinaflow flow``: train a normalizing flow on a target, evaluate it, write everything.
 
+An unconditional flow is a :class:`~vinaflow.models.ConditionalINN` with ``dim_y = 0``,
+trained by the same path as posteriors (:func:`vinaflow.training.fitting.prepare_training`
+and the :class:`~vinaflow.training.Trainer`) with the same objectives
+(:mod:`vinaflow.objectives.losses`); this module translates the flow config into that
+path and evaluates the flow against held-out target samples.
+
 Config sections (YAML; every key checked, errors name the field)::
 
     target:     {name: gaussian-mixture, dim: 2, ...}  or  {data: FILE.npz, key: x}
     data:       {num_train: 10000, num_validation: 1000, num_test: 5000}
                 (data sets: test_fraction / validation_fraction of the rows instead)
-    model:      NormalizingFlow arguments (arch, blocks, hidden, layers, base, base_offset,
-                base_df, base_width, normalization, ...)
-    objective:  {name: nll | fdiv | pr | sinkhorn | mmd, ...}  (objectives/generative.py)
+    model:      ConditionalINN arguments without an observation (arch, blocks, hidden,
+                layers, base, base_offset, base_df, base_width, normalization, ...)
+    objective:  an ``objective`` section of the conditional objectives (nll, fdiv,
+                sinkhorn, mmd, ...) with flow defaults (:data:`FLOW_OBJECTIVE_DEFAULTS`);
+                ``name: pr`` is short for ``name: fdiv, divergence: pr``
     training:   TrainingConfig fields (steps, batch_size, lr, seed, max_seconds, ...)
     evaluation: {num_samples, w1_samples, w1_scale: identity | slog, pr_k, plots,
                  certificate, certificate_divergence, seed}
@@ -17,6 +25,8 @@ Output folder (same conventions as ``vinaflow run``)::
     DIR/config.yaml  DIR/model.safetensors  DIR/model.json  DIR/checkpoint.pt
     DIR/metrics.json DIR/history.json DIR/report.md DIR/plots/*.png
     DIR/heldout.npz  test split ``x`` (never trained on; used by ``vinaflow certify``)
+
+``metrics.json`` is written last: it marks a finished run.
 """
 
 from __future__ import annotations
@@ -37,8 +47,9 @@ from torch import Tensor
 from vinaflow.atomic import atomic_path
 from vinaflow.config import deep_merge
 from vinaflow.errors import ConfigError, DataError
-from vinaflow.models.flow import NormalizingFlow
-from vinaflow.objectives.generative import build_flow_objective, slog
+from vinaflow.models import ConditionalINN
+from vinaflow.objectives.losses import slog
+from vinaflow.objectives.specs import build_objective, objective_config
 from vinaflow.problems.targets import Target, make_target
 from vinaflow.training import (
     Trainer,
@@ -47,13 +58,21 @@ from vinaflow.training import (
     atomic_write_json,
     atomic_write_text,
 )
+from vinaflow.training.fitting import (
+    Dataset,
+    TrainingJob,
+    build_model_from_config,
+    prepare_training,
+)
 
 __all__ = [
     "DEFAULT_FLOW_CONFIG",
+    "FLOW_OBJECTIVE_DEFAULTS",
     "FlowData",
     "FlowRunResult",
     "evaluate_flow",
     "fit_flow",
+    "flow_objective_config",
     "load_flow_config",
     "make_splits",
     "plot_samples",
@@ -97,6 +116,43 @@ _MODEL_KEYS = {
 }  # fmt: skip
 
 
+#: Objective settings of flow runs where they differ from the conditional defaults: the
+#: settings the flow studies were measured with. No whitening: the support-mismatch
+#: study trains in data units (``normalization: none``), where whitening would rescale
+#: the Sinkhorn blur and the critic's inputs by the data's spread.
+FLOW_OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "fdiv": {"critic_hidden": 64, "critic_layers": 2, "gradient_penalty": 0.1, "whiten": False},
+    "sinkhorn": {"whiten": False},
+    "mmd": {"whiten": False},
+}
+
+
+def _flow_term(term: Mapping[str, Any], field: str) -> dict[str, Any]:
+    term = dict(term)
+    if term.get("name") == "pr":
+        if "divergence" in term:
+            raise ConfigError(f"{field}: name pr is the PR divergence and takes no divergence")
+        term.update(name="fdiv", divergence="pr")
+    return {**FLOW_OBJECTIVE_DEFAULTS.get(term.get("name"), {}), **term}
+
+
+def flow_objective_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The validated conditional ``objective`` section of a flow config's ``objective``.
+
+    ``name: pr`` becomes ``name: fdiv, divergence: pr``, and settings left out take
+    :data:`FLOW_OBJECTIVE_DEFAULTS`, then the objective's own defaults.
+    """
+    cfg = dict(cfg or {"name": "nll"})
+    cfg.setdefault("name", "nll")
+    out = _flow_term(cfg, "objective")
+    if isinstance(cfg.get("terms"), list):
+        out["terms"] = [
+            _flow_term(t, f"objective.terms[{i}]") if isinstance(t, Mapping) else t
+            for i, t in enumerate(cfg["terms"])
+        ]
+    return objective_config(out)
+
+
 def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Merge ``config`` over :data:`DEFAULT_FLOW_CONFIG` and validate it."""
     config = dict(config or {})
@@ -132,6 +188,7 @@ def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         raise ConfigError(f"training: unknown key(s) {extra}; allowed: {sorted(fields)}")
     TrainingConfig(**merged["training"])  # validates ranges
     make_target(merged["target"])  # validates the target
+    merged["objective"] = flow_objective_config(merged["objective"])
     return merged
 
 
@@ -180,32 +237,39 @@ def fit_flow(
     x_val: Tensor | None = None,
     checkpoint: str | Path | None = None,
     resume: bool = False,
-    model: NormalizingFlow | None = None,
-) -> tuple[NormalizingFlow, TrainResult]:
-    """Build a flow for ``x`` ``(n, d)``, fit its normalization and train it.
+    model: ConditionalINN | None = None,
+) -> tuple[ConditionalINN, TrainResult]:
+    """Build a flow (``ConditionalINN`` with ``dim_y = 0``) for ``x`` ``(n, d)`` and train it.
 
+    The same path as posterior training, with no observation: ``y`` has zero columns.
+    ``objective_cfg`` is a flow ``objective`` section (:func:`flow_objective_config`).
     Pass ``model`` to continue training an existing flow (e.g. fine-tuning a maximum
     likelihood flow with the PR divergence, as Verine et al. 2023 do); ``model_cfg`` is
-    then ignored and the normalization kept.
+    then ignored and the model's normalization kept.
     """
     tcfg = (
         training_cfg
         if isinstance(training_cfg, TrainingConfig)
         else TrainingConfig(**dict(training_cfg))
     )
+    objective = flow_objective_config(objective_cfg)
+    no_y = x.new_zeros(x.shape[0], 0)
     if model is None:
-        kwargs = dict(model_cfg)
-        kwargs.setdefault("seed", tcfg.seed)
-        model = NormalizingFlow(dim=int(x.shape[1]), **kwargs)
-        model.fit_normalization(x)
-    objective = build_flow_objective(objective_cfg, model.dim)
-    x_s = model.x_norm(x)
-    empty = torch.empty(x.shape[0], 0)
-    xv = yv = None
-    if x_val is not None:
-        xv, yv = model.x_norm(x_val), torch.empty(x_val.shape[0], 0)
-    result = Trainer(tcfg).fit(model, objective, x_s, empty, xv, yv, checkpoint, resume)
-    return model, result
+        xv = x_val if x_val is not None else x[:0]
+        data = Dataset(x, no_y, xv, xv.new_zeros(xv.shape[0], 0))
+        model = build_model_from_config(
+            {**model_cfg, "kind": "cinn"}, objective, int(x.shape[1]), 0, tcfg.seed
+        )
+        job = prepare_training(model, objective, tcfg, data)
+    else:
+        # prepare_training would refit the normalization the trained model depends on
+        xv_s = None if x_val is None else model.x_norm(x_val)
+        yv_s = None if x_val is None else x_val.new_zeros(x_val.shape[0], 0)
+        job = TrainingJob(
+            model, build_objective(objective, model), Trainer(tcfg), model.x_norm(x), no_y,
+            xv_s, yv_s,
+        )  # fmt: skip
+    return model, job.run(checkpoint, resume)
 
 
 def _w1(a: np.ndarray, b: np.ndarray, max_samples: int, seed: int) -> float:
@@ -220,7 +284,7 @@ def _w1(a: np.ndarray, b: np.ndarray, max_samples: int, seed: int) -> float:
 
 
 def evaluate_flow(
-    model: NormalizingFlow,
+    model: ConditionalINN,
     x_test: Tensor,
     evaluation: Mapping[str, Any] | None = None,
     plots_dir: Path | None = None,
@@ -329,7 +393,7 @@ def plot_samples(
 @dataclass
 class FlowRunResult:
     config: dict[str, Any]
-    model: NormalizingFlow
+    model: ConditionalINN
     target: Target
     train: TrainResult
     metrics: dict[str, Any]
@@ -369,8 +433,9 @@ def _write_report(out: Path, cfg: Mapping[str, Any], metrics: Mapping[str, Any])
         "# vinaflow flow report",
         "",
         f"- target: `{t.get('name') or t.get('data')}` {dict(t)}",
-        f"- model: normalizing flow `{m['arch']}`, {m['blocks']} blocks, hidden {m['hidden']}, "
-        f"base `{m.get('base', 'gaussian')}`, normalization `{m.get('normalization')}`",
+        f"- model: normalizing flow (`cinn` without observation) `{m['arch']}`, "
+        f"{m['blocks']} blocks, hidden {m['hidden']}, base `{m.get('base', 'gaussian')}`, "
+        f"normalization `{m.get('normalization')}`",
         f"- objective: `{o['name']}` {dict(o)} (P = data, Q = model)",
         f"- seed {metrics.get('seed')}, steps {metrics.get('train_steps')} "
         f"(stopped by {metrics.get('stopped')})",
@@ -408,7 +473,13 @@ def run_flow(
     resume: bool = False,
     progress: bool = True,
 ) -> FlowRunResult:
-    """Train and evaluate one flow config; writes outputs to ``out`` if given."""
+    """Train and evaluate one flow config; writes outputs to ``out`` if given.
+
+    ``metrics.json`` is written after everything else (model, history, plots, report):
+    a folder without it is an unfinished run (``--resume`` continues it).
+    """
+    import sys
+
     from vinaflow.experiments.pipeline import environment
 
     cfg = resolve_flow_config(config)
@@ -419,6 +490,11 @@ def run_flow(
     )
     data = make_splits(target, cfg["data"], tcfg.seed)
     if out_dir is not None:
+        if resume and not (out_dir / "checkpoint.pt").is_file():
+            # Killed before its first checkpoint (or never started): nothing to resume.
+            print(f"[vinaflow] --resume: no checkpoint in {out_dir}; training from step 0",
+                  file=sys.stderr)  # fmt: skip
+            resume = False
         out_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         with atomic_path(out_dir / "heldout.npz", suffix=".npz") as tmp:
@@ -448,14 +524,15 @@ def run_flow(
         environment=environment(),
     )
     if out_dir is not None:
+        from vinaflow.evaluation.plots import plot_training_history
         from vinaflow.models.serialization import save_model
 
         save_model(model, out_dir, extra={"target": cfg["target"]})
         atomic_write_json(out_dir / "history.json", result.history)
-        atomic_write_json(out_dir / "metrics.json", metrics)
         if plots is not None:
-            from vinaflow.evaluation.plots import plot_training_history
-
             plot_training_history(result.history, plots / "loss_curves.png")
         _write_report(out_dir, cfg, metrics)
+        # Last: metrics.json marks a finished run (the CLI refuses to overwrite it), so
+        # a run killed before this point is resumed, not mistaken for a complete one.
+        atomic_write_json(out_dir / "metrics.json", metrics)
     return FlowRunResult(cfg, model, target, result, metrics)
