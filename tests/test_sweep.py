@@ -68,7 +68,8 @@ def test_parse_grid_and_seeds() -> None:
         ("model.hiden=1,2", "model.hiden"),
         ("problem.lenghts=[1,1,1]", "no parameter 'lenghts'"),
         ("modle.hidden=1", "unknown section"),
-        ("objective.divergence=kl,nope", "unknown value 'nope'"),
+        ("model.arch=coupling,nope", "unknown value 'nope'"),
+        ("objective.divergence=kl", "objective 'nll' takes none"),
     ],
 )
 def test_unknown_grid_key_is_a_clear_error(base: dict, tmp_path, item: str, match: str) -> None:
