@@ -10,9 +10,8 @@ Example:
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
-from vinaflow.api import certify, evaluate, fit, load  # noqa: E402 - after __version__
-from vinaflow.models import Posterior  # noqa: E402
+from vinaflow._version import __version__
+from vinaflow.api import certify, evaluate, fit, load
+from vinaflow.models import Posterior
 
 __all__ = ["Posterior", "__version__", "certify", "evaluate", "fit", "load"]

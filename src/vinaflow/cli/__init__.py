@@ -10,7 +10,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from vinaflow import __version__
+from vinaflow._version import __version__
 from vinaflow.cli import certify, flow, run, simulate, studies
 from vinaflow.errors import VinaflowError
 from vinaflow.runtime import tune_allocator

@@ -11,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vinaflow._version import __version__
 from vinaflow.atomic import atomic_path, atomic_write_json
 from vinaflow.errors import ModelFileError
 
@@ -36,8 +37,6 @@ def save_model(
     model: nn.Module, directory: str | Path, extra: dict[str, Any] | None = None
 ) -> None:
     """Write ``model.safetensors`` and ``model.json`` (config, format version) atomically."""
-    from vinaflow import __version__
-
     directory = Path(directory)
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS, suffix=".safetensors") as tmp:

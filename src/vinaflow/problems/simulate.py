@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from vinaflow import __version__
+from vinaflow._version import __version__
 from vinaflow.atomic import atomic_path, atomic_write_json
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.problems.base import Problem
