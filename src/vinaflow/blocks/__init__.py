@@ -1,4 +1,5 @@
-"""Invertible building blocks: couplings, permutations, ActNorm, i-ResNet and their sequences."""
+"""Invertible building blocks: couplings (affine, spline), permutations, ActNorm, i-ResNet and
+their sequences."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from vinaflow.blocks.coupling import AffineCoupling, soft_clamp
 from vinaflow.blocks.iresnet import IResNetBlock, SpectralLinear
 from vinaflow.blocks.permutation import FixedPermutation
 from vinaflow.blocks.sequence import ARCHITECTURES, InvertibleSequence, build_flow
+from vinaflow.blocks.spline import SplineCoupling
 
 __all__ = [
     "ARCHITECTURES",
@@ -18,6 +20,7 @@ __all__ = [
     "InvertibleBlock",
     "InvertibleSequence",
     "SpectralLinear",
+    "SplineCoupling",
     "build_flow",
     "soft_clamp",
 ]

@@ -15,11 +15,12 @@ from vinaflow.blocks.base import InvertibleBlock
 from vinaflow.blocks.coupling import AffineCoupling
 from vinaflow.blocks.iresnet import IResNetBlock
 from vinaflow.blocks.permutation import FixedPermutation
+from vinaflow.blocks.spline import SplineCoupling
 from vinaflow.errors import ConfigError, DataError
 
 __all__ = ["InvertibleSequence", "build_flow", "ARCHITECTURES"]
 
-ARCHITECTURES = ("coupling", "iresnet")
+ARCHITECTURES = ("coupling", "iresnet", "spline")
 
 
 class InvertibleSequence(InvertibleBlock):
@@ -99,19 +100,23 @@ def build_flow(
 
     ``arch="coupling"``: ``[ActNorm?, AffineCoupling, FixedPermutation] x blocks``
     (``clamp`` applies). ``arch="iresnet"``: ``[ActNorm?, IResNetBlock] x blocks``
-    (``lipschitz`` and ``explicit`` apply). Extra keywords go to the coupling or
-    i-ResNet block constructor. Weights are initialised from ``seed`` (without
-    touching the global RNG), and permutation ``i`` uses seed ``seed + i``.
+    (``lipschitz`` and ``explicit`` apply). ``arch="spline"``: ``[ActNorm?,
+    SplineCoupling, FixedPermutation] x blocks`` (rational-quadratic splines; ``bins`` and
+    ``bound`` are its extra options). Extra keywords go to the block constructor. Weights
+    are initialised from ``seed`` (without touching the global RNG), and permutation ``i``
+    uses seed ``seed + i``.
     """
     if arch not in ARCHITECTURES:
         raise ConfigError(f"arch must be one of {list(ARCHITECTURES)}, got {arch!r}")
     if isinstance(blocks, bool) or not isinstance(blocks, Integral) or blocks < 1:
         raise ConfigError(f"blocks must be an integer >= 1, got {blocks!r}")
-    cls = AffineCoupling if arch == "coupling" else IResNetBlock
+    cls = {"coupling": AffineCoupling, "iresnet": IResNetBlock, "spline": SplineCoupling}[arch]
     common = {"dim": dim, "cond_dim": cond_dim, "hidden": hidden, "layers": layers}
-    arch_kw = (
-        {"clamp": clamp} if arch == "coupling" else {"lipschitz": lipschitz, "explicit": explicit}
-    )
+    arch_kw = {
+        "coupling": {"clamp": clamp},
+        "iresnet": {"lipschitz": lipschitz, "explicit": explicit},
+        "spline": {},
+    }[arch]
     allowed = _kw_allowed(cls, set(common) | set(arch_kw))
     unknown = sorted(set(kw) - set(allowed))
     if unknown:
@@ -126,6 +131,6 @@ def build_flow(
             if actnorm:
                 seq.append(ActNorm(dim))
             seq.append(cls(**common, **arch_kw, **kw))
-            if arch == "coupling":
+            if arch in ("coupling", "spline"):
                 seq.append(FixedPermutation(dim, seed=seed + i))
     return InvertibleSequence(seq)

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from vinaflow.blocks import ARCHITECTURES, AffineCoupling, IResNetBlock, build_flow
+from vinaflow.blocks import (
+    ARCHITECTURES,
+    AffineCoupling,
+    IResNetBlock,
+    SplineCoupling,
+    build_flow,
+)
 from vinaflow.blocks.base import InvertibleBlock
 from vinaflow.errors import ConfigError
 from vinaflow.models.base import AmortizedModel, Encoding
@@ -45,6 +51,7 @@ MODEL_KINDS: dict[str, type[AmortizedModel]] = {cls.kind: cls for cls in (JointI
 BLOCK_CLASSES: dict[str, type[InvertibleBlock]] = {
     "coupling": AffineCoupling,
     "iresnet": IResNetBlock,
+    "spline": SplineCoupling,
 }
 assert tuple(BLOCK_CLASSES) == tuple(ARCHITECTURES), "one block class per architecture"
 

@@ -18,8 +18,9 @@ model and ``log_prob(x)`` is its density. Three options serve that case in parti
   ``y`` is always standardised.
 * **1-D unconditional data.** Coupling layers cannot split one coordinate, so a 1-D
   coupling flow is only affine and could not fit, e.g., a Pareto density. For
-  ``dim_x == 1`` and ``dim_y == 0`` the model stacks :class:`MonotoneElementwise` blocks
-  instead: strictly increasing maps :math:`h(z) = a z + t + \sum_k b_k \tanh(c_k z + d_k)`,
+  ``dim_x == 1`` and ``dim_y == 0`` (with ``arch`` other than ``spline``, whose 1-D splines
+  are not affine) the model stacks :class:`MonotoneElementwise` blocks instead: strictly
+  increasing maps :math:`h(z) = a z + t + \sum_k b_k \tanh(c_k z + d_k)`,
   explicit in the sampling direction. Their slope is bounded above and below, so -- like
   coupling flows with clamped scales -- they keep the tail class of the base: a Gaussian
   base cannot produce a power-law tail (Jaini et al. 2020), which the heavy-tails study
@@ -183,8 +184,10 @@ class ConditionalINN(AmortizedModel):
     Arguments:
         dim_x, dim_y: Dimensions of the parameters and of the observation (0: none).
         latent_dim: Latent dimension (``>= dim_x``; default ``dim_x``).
-        arch: ``coupling`` or ``iresnet``; 1-D unconditional models always use
-            :class:`MonotoneElementwise` blocks with ``min(hidden, 64)`` tanh units.
+        arch: ``coupling``, ``spline`` (rational-quadratic spline couplings) or
+            ``iresnet``; 1-D unconditional models use :class:`MonotoneElementwise` blocks
+            with ``min(hidden, 64)`` tanh units unless ``arch`` is ``spline`` (a 1-D spline
+            is not limited to affine maps, so it needs no replacement).
         blocks, hidden, layers: Size of the bijection.
         embedding_dim, embedding_hidden: Optional MLP summary of ``y``.
         pad_noise: Scale of the latent padding noise.
@@ -280,7 +283,7 @@ class ConditionalINN(AmortizedModel):
         else:
             self.embedding = nn.Identity()
             cond_dim = dim_y
-        if latent_dim == 1 and dim_y == 0:
+        if latent_dim == 1 and dim_y == 0 and arch != "spline":
             if block_kwargs:
                 raise ConfigError(f"1-D flows take no block options, got {sorted(block_kwargs)}")
             if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 1:
