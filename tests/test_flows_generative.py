@@ -22,8 +22,8 @@ from vinaflow.experiments.generative import (
 )
 from vinaflow.models import ConditionalINN
 from vinaflow.models.flow import MonotoneElementwise, NormalizingFlow
+from vinaflow.objectives.build import build_objective
 from vinaflow.objectives.losses import FDivergenceObjective, Objective, slog
-from vinaflow.objectives.specs import build_objective
 from vinaflow.problems.targets import Pareto, check_data, load_data, make_target
 
 

@@ -21,8 +21,9 @@ import yaml
 
 from vinaflow.errors import ConfigError
 from vinaflow.models import BLOCK_CLASSES, MODEL_KINDS, model_keys
+from vinaflow.objectives.build import check_objective_model
 from vinaflow.objectives.divergences import DIVERGENCES
-from vinaflow.objectives.specs import check_objective_model, objective_config, objective_keys
+from vinaflow.objectives.specs import objective_config, objective_keys
 from vinaflow.settings import Setting, check_setting, check_settings, dataclass_settings
 from vinaflow.training.trainer import TrainingConfig
 

@@ -48,8 +48,9 @@ from vinaflow.atomic import atomic_path
 from vinaflow.config import deep_merge
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.models import ConditionalINN
+from vinaflow.objectives.build import build_objective
 from vinaflow.objectives.losses import slog
-from vinaflow.objectives.specs import build_objective, objective_config
+from vinaflow.objectives.specs import objective_config
 from vinaflow.problems.targets import Target, make_target
 from vinaflow.training import (
     Trainer,

@@ -12,6 +12,7 @@ trainable objective of a spec or ``objective`` config section for a model.
 
 from __future__ import annotations
 
+from vinaflow.objectives.build import build_objective, check_objective_model
 from vinaflow.objectives.critic import Critic
 from vinaflow.objectives.divergences import (
     DEFAULT_MAX_LOG_RATIO,
@@ -32,8 +33,6 @@ from vinaflow.objectives.specs import (
     PriorPenalty,
     Sinkhorn,
     Term,
-    build_objective,
-    check_objective_model,
     objective_config,
     parse_objective,
 )

@@ -19,8 +19,8 @@ from torch import Tensor
 
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.models import AmortizedModel, Posterior, build_model
+from vinaflow.objectives.build import build_objective
 from vinaflow.objectives.losses import Objective
-from vinaflow.objectives.specs import build_objective
 from vinaflow.problems import BankProblem, Problem
 from vinaflow.training.trainer import Trainer, TrainingConfig, TrainResult
 

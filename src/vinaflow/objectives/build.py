@@ -1,0 +1,80 @@
+"""Building the trainable objective of a spec for a model, and refusing combinations of
+objective and model settings that cannot train."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch.distributions import Distribution
+
+from vinaflow.errors import ConfigError
+from vinaflow.models import MODEL_KINDS
+from vinaflow.models.base import AmortizedModel
+from vinaflow.objectives.losses import OBJECTIVES, Objective
+from vinaflow.objectives.specs import Composite, ObjectiveSpec, Term, parse_objective
+
+__all__ = ["build_objective", "check_objective_model"]
+
+
+def build_objective(
+    cfg: str | ObjectiveSpec | Mapping[str, Any],
+    model: AmortizedModel,
+    prior: Distribution | None = None,
+) -> Objective:
+    """The trainable objective of ``cfg`` (a spec, config section or name) for ``model``.
+
+    Always a :class:`~vinaflow.objectives.losses.CompositeObjective` (which logs the
+    total ``loss``). Prior-penalty parameters not in ``cfg`` are read from ``prior``.
+    """
+    spec = parse_objective(cfg)
+    if isinstance(spec, Term):
+        spec = Composite([(spec, 1.0)])
+    return spec.build(model, prior)
+
+
+def check_objective_model(
+    objective_cfg: str | ObjectiveSpec | Mapping[str, Any], model_cfg: Mapping[str, Any]
+) -> None:
+    """Refuse objective settings that the model of ``model_cfg`` cannot train with.
+
+    An objective that trains through the model's log-density (``needs_log_prob`` of its
+    class, e.g. the score gradient of the PR divergence) needs a model kind with one;
+    a cinn has one unless ``latent_dim`` pads it, which is checked when it is built.
+    ``y_weight`` weighs the supervised fit of a predicted ``y`` in the forward (latent)
+    loss; it does nothing in the backward direction or on a model that does not
+    predict ``y``. ``nonsaturating`` changes only the backward generator loss.
+
+    Raises:
+        ConfigError: naming the setting and listing the combinations that work.
+    """
+    spec = parse_objective(objective_cfg)
+    kind = model_cfg.get("kind")
+    predicts_y = [k for k, cls in MODEL_KINDS.items() if getattr(cls, "predicts_y", False)]
+    # a kind that does not override AmortizedModel.has_log_prob never has a density
+    with_density = [
+        k for k, cls in MODEL_KINDS.items() if cls.has_log_prob is not AmortizedModel.has_log_prob
+    ]
+    terms = [t for t, _ in spec.weighted() if isinstance(t, Term)]
+    for i, term in enumerate(terms):
+        field = "objective" if i == 0 else f"objective.terms[{i - 1}]"
+        s = term.settings
+        direction = s.get("direction")
+        if OBJECTIVES[term.name].needs_log_prob(**s) and kind not in with_density:
+            raise ConfigError(
+                f"{field}: {term!r} trains through the model's log-density, which "
+                f"model.kind={kind} does not have; valid combinations: model.kind in "
+                f"({', '.join(with_density)}) without latent padding, or another objective "
+                "setting (e.g. gradient: pathwise)"
+            )
+        if (s.get("y_weight") or 0) > 0 and (kind not in predicts_y or direction != "forward"):
+            raise ConfigError(
+                f"{field}.y_weight={s['y_weight']} has no effect with model.kind={kind} and "
+                f"direction={direction}; it applies to direction=forward with model.kind in "
+                f"({', '.join(predicts_y)}); remove it otherwise"
+            )
+        if s.get("nonsaturating") and direction != "backward":
+            raise ConfigError(
+                f"{field}.nonsaturating applies to direction=backward only, got "
+                f"direction={direction}"
+            )
