@@ -29,6 +29,7 @@ import yaml
 from torch import Tensor
 
 from vinaflow import objectives
+from vinaflow.config import SECTIONS, resolve_config
 from vinaflow.errors import ConfigError
 from vinaflow.evaluation.posterior import PosteriorScores, score_posterior
 from vinaflow.models import AmortizedModel, Posterior
@@ -104,7 +105,7 @@ def environment() -> dict[str, str]:
     import scipy
     import sklearn
 
-    from vinaflow import __version__
+    from vinaflow._version import __version__
 
     return {
         "vinaflow": __version__,
@@ -142,6 +143,11 @@ def _check_resumable(out_dir: Path, cfg: Mapping[str, Any]) -> None:
         return  # nothing to compare with; the checkpoint's own checks still apply
     if not isinstance(old, Mapping):
         return
+    # Folders of earlier versions saved fewer settings (e.g. an objective section
+    # without the defaults later versions list): both configs are resolved with the
+    # current defaults, so only settings that differ count. A config the resolver no
+    # longer accepts is compared as written.
+    old, cfg = _resolved(old), _resolved(cfg)
     changed = []
     for section in ("problem", "model", "objective", "training"):
         a, b = old.get(section) or {}, cfg.get(section) or {}
@@ -155,6 +161,15 @@ def _check_resumable(out_dir: Path, cfg: Mapping[str, Any]) -> None:
             f"--resume: the config differs from the one {out_dir} was started with "
             f"({'; '.join(changed[:5])}); resume with the original settings or use a new --out"
         )
+
+
+def _resolved(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``cfg``'s sections resolved with the current defaults, or ``cfg`` as given where
+    the resolver refuses it."""
+    try:
+        return resolve_config({k: v for k, v in cfg.items() if k in SECTIONS})
+    except ConfigError:
+        return cfg
 
 
 def _remove_temporaries(out_dir: Path) -> None:
@@ -265,7 +280,13 @@ def run(
     if cfg["evaluation"].get("certificate", True):
         from vinaflow.evaluation.certificate import certificate_for_run
 
-        metrics["certificate"] = certificate_for_run(posterior, problem, data, cfg["evaluation"])
+        metrics["certificate"] = certificate_for_run(
+            posterior,
+            problem,
+            data,
+            cfg["evaluation"],
+            c2st_per_observation=metrics.get("per_observation", {}).get("c2st"),
+        )
     metrics.update(
         train_seconds=result.train_seconds,
         train_steps=result.steps,
