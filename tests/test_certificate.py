@@ -13,9 +13,12 @@ from vinaflow.errors import ConfigError, DataError
 from vinaflow.evaluation.certificate import (
     CertificateConfig,
     GaussianOffset,
+    attach_c2st_check,
     certificate_for_run,
     certify_posterior,
     certify_samples,
+    check_against_c2st,
+    detection_limit,
     format_certificate,
 )
 from vinaflow.objectives.divergences import get_divergence
@@ -41,10 +44,53 @@ def test_kl_estimate_close_to_exact_for_shifted_gaussians():
     assert "lower bound" in cert["label"] and "estimate" in cert["label"]
 
 
-def test_identical_laws_give_zero_not_negative():
+def test_identical_laws_give_zero_not_negative_and_are_not_resolved():
     cert = certify_samples(_gauss(4000, 0.0, 0), _gauss(4000, 0.0, 1), "kl", paired=False, **FAST)
     assert -0.01 < cert["estimate"] < 0.02
-    assert cert["tv_bound"] < 0.1
+    # Nothing measured is not "TV <= 0": no bound, and the detection limit instead.
+    assert cert["resolved"] is False and cert["unresolved_reason"]
+    assert cert["tv_bound"] is None and cert["tv_bound_ci_high"] is None
+    assert cert["detection_limit"] == pytest.approx(detection_limit("kl", cert["n_test"]))
+    assert cert["detection_limit"] > 0 and 0 < cert["tv_detection_limit"] < 1
+
+
+def test_detection_limit_is_the_oracle_critic_resolution():
+    # KL: 4 f''(1) z^2 / n with f''(1) = 1, z = 1.96 at 95%
+    assert detection_limit("kl", 5000) == pytest.approx(4 * 1.959964**2 / 5000, rel=1e-4)
+    assert detection_limit("kl", 20000) == pytest.approx(detection_limit("kl", 5000) / 4)
+    assert detection_limit("js", 5000) == pytest.approx(detection_limit("kl", 5000) / 2, rel=1e-3)
+    assert detection_limit("tv", 5000) == pytest.approx(1.959964 / math.sqrt(10000), rel=1e-4)
+    # The oracle critic's held-out estimate has the standard error the limit assumes:
+    # KL(N(0,1) || N(d,1)), critic f'(p/q) = 1 + log p/q, per-pair variance ~ 4 KL.
+    d, n = 0.1, 200000
+    g = torch.Generator().manual_seed(0)
+    p, q = torch.randn(n, generator=g).double(), torch.randn(n, generator=g).double() + d
+
+    def log_r(u):
+        return -0.5 * u**2 + 0.5 * (u - d) ** 2
+
+    terms = (1 + log_r(p)) - log_r(q).exp()
+    assert float(terms.var()) == pytest.approx(4 * d**2 / 2, rel=0.1)
+
+
+def test_critic_that_cannot_learn_is_not_resolved():
+    # One tiny step from the null critic, no fixed starts: nothing can be measured even
+    # though the laws differ (KL 0.5).
+    cert = certify_samples(
+        _gauss(3000, 0.0, 0),
+        _gauss(3000, 1.0, 1),
+        "kl",
+        paired=False,
+        steps=1,
+        lr=1e-9,
+        gaussian_offset=False,
+        quadratic_offset=False,
+        bootstrap=200,
+    )
+    assert cert["resolved"] is False and cert["tv_bound"] is None
+    assert cert["detection_limit"] > 0
+    text = format_certificate(cert)
+    assert "Not resolved" in text and "no TV bound" in text and "detection limit" in text
 
 
 @pytest.mark.parametrize("name", ["js", "hellinger", "gan", "tv", "reverse-kl"])
@@ -52,7 +98,11 @@ def test_other_divergences_ordered(name):
     small = certify_samples(_gauss(3000, 0.0, 0), _gauss(3000, 0.3, 1), name, paired=False, **FAST)
     big = certify_samples(_gauss(3000, 0.0, 0), _gauss(3000, 2.0, 1), name, paired=False, **FAST)
     assert big["estimate"] > small["estimate"]
-    assert big["tv_bound"] >= small["tv_bound"]
+    if big["resolved"] and small["resolved"]:
+        assert big["tv_bound"] >= small["tv_bound"]
+    else:  # reverse KL's estimator is heavy-tailed at a shift of 2: interval [-3.2, 2.4]
+        assert big["tv_bound"] is None or small["tv_bound"] is None
+        assert name == "reverse-kl", (big["unresolved_reason"], small["unresolved_reason"])
 
 
 def test_bad_inputs():
@@ -89,14 +139,63 @@ class _ShiftedPosterior:
         return 0.5 * float(self.delta @ torch.linalg.inv(self.p.post_cov) @ self.delta)
 
 
-def test_posterior_certificate_matches_exact_kl_on_gaussian_linear():
+def _wrong_and_exact_certificates():
     problem = GaussianLinear(dim_x=2, dim_y=2, noise=0.3)
     evals, evecs = torch.linalg.eigh(problem.post_cov)
     delta = evecs[:, -1] * math.sqrt(2 * 0.4 * float(evals[-1]))  # KL = 0.4
-    post = _ShiftedPosterior(problem, delta)
-    cert = certify_posterior(post, problem, "kl", n=8000, seed=3, **FAST)
+    wrong = _ShiftedPosterior(problem, delta)
+    exact = _ShiftedPosterior(problem, torch.zeros(2))
+    cert_wrong = certify_posterior(wrong, problem, "kl", n=8000, seed=3, **FAST)
+    cert_exact = certify_posterior(exact, problem, "kl", n=8000, seed=3, **FAST)
+    return wrong, cert_wrong, cert_exact
+
+
+@pytest.fixture(scope="module")
+def gaussian_linear_certificates():
+    return _wrong_and_exact_certificates()
+
+
+def test_posterior_certificate_matches_exact_kl_on_gaussian_linear(gaussian_linear_certificates):
+    post, cert, _ = gaussian_linear_certificates
     assert cert["critic_features"] == "(x, y, z(x, y))"
     assert abs(cert["estimate"] - post.exact_kl()) < 0.2 * post.exact_kl()
+    assert cert["resolved"] is True and cert["unresolved_reason"] is None
+    assert cert["tv_bound"] == pytest.approx(math.sqrt(cert["estimate"] / 2))
+    assert cert["estimate"] > 10 * cert["detection_limit"]
+    assert "TV bound c_f·" in format_certificate(cert)
+
+
+def test_exact_posterior_certificate_is_not_resolved(gaussian_linear_certificates):
+    _, _, cert = gaussian_linear_certificates
+    assert cert["resolved"] is False and cert["tv_bound"] is None
+    assert cert["detection_limit"] == pytest.approx(detection_limit("kl", cert["n_test"]))
+    text = format_certificate(cert)
+    assert "Not resolved" in text and "TV bound c_f·" not in text
+    assert cert["label"].startswith("not resolved")
+
+
+def test_c2st_check_flags_a_contradiction_and_passes_a_consistent_case(
+    gaussian_linear_certificates,
+):
+    _, wrong, exact = gaussian_linear_certificates
+    # The exact posterior's certificate found nothing (TV value ~0): a C2ST of 0.7 at every
+    # observation (TV >= 0.4) contradicts it.
+    bad = check_against_c2st(exact, [0.70, 0.69, 0.71, 0.70, 0.72, 0.68, 0.70, 0.71])
+    assert bad["consistent"] is False
+    assert bad["c2st_tv_lower"] == pytest.approx(0.4025)
+    assert bad["certificate_tv"] < 0.1 and bad["implied_divergence_lower"] > 0.05
+    attached = attach_c2st_check(dict(exact), [0.7] * 8)
+    assert attached["consistent_with_c2st"] is False
+    assert "Contradicts C2ST" in format_certificate(attached)
+    # A certificate of TV ~0.45 (KL 0.4) beside a C2ST of 0.62 (TV >= 0.24): consistent.
+    ok = check_against_c2st(wrong, [0.60, 0.62, 0.64, 0.61, 0.63])
+    assert ok["consistent"] is True and ok["certificate_tv"] > ok["c2st_tv_lower"]
+    assert "Consistent with C2ST" in format_certificate(attach_c2st_check(dict(wrong), [0.62]))
+    # A tight constructed case: a resolved-looking TV of 0 against C2ST 0.7.
+    zero = {**wrong, "estimate": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+    assert check_against_c2st(zero, [0.7] * 10)["consistent"] is False
+    assert check_against_c2st(wrong, None) == {}
+    assert check_against_c2st({"skipped": "x"}, [0.7]) == {}
 
 
 def test_certificate_for_run_skips_bank_without_heldout():

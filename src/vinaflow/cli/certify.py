@@ -14,6 +14,7 @@ from vinaflow.errors import DataError
 from vinaflow.evaluation.certificate import (
     CertificateConfig,
     _problem_can_simulate,
+    attach_c2st_check,
     certify_flow,
     certify_posterior,
     format_certificate,
@@ -33,6 +34,17 @@ def _load_heldout(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"--data: {path} is not a readable .npz file ({err})") from err
 
 
+def _run_c2st(d: Path) -> list[float] | None:
+    """Per-observation C2ST of a finished run (``metrics.json``), or ``None``."""
+    try:
+        metrics = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    per = metrics.get("per_observation") if isinstance(metrics, dict) else None
+    c2st = per.get("c2st") if isinstance(per, dict) else None
+    return c2st if isinstance(c2st, list) else None
+
+
 def certify_run_dir(
     directory: str | Path,
     divergence: str = "kl",
@@ -46,7 +58,10 @@ def certify_run_dir(
 
     Held-out data: ``data`` (``.npz`` with ``x`` and, for posterior runs, ``y``), else
     for flow runs ``DIR/heldout.npz``, else fresh simulations of the run's problem.
-    Writes ``DIR/certificate.json`` (atomically) when ``write``.
+    For posterior runs whose ``metrics.json`` holds a per-observation C2ST against a
+    reference posterior, the certificate is checked against it (``consistent_with_c2st``,
+    :func:`~vinaflow.evaluation.certificate.check_against_c2st`). Writes
+    ``DIR/certificate.json`` (atomically) when ``write``.
     """
     from vinaflow.atomic import atomic_write_json
     from vinaflow.models.serialization import load_model
@@ -89,6 +104,9 @@ def certify_run_dir(
                     "simulated; pass --data HELDOUT.npz with rows never used in training"
                 )
             cert = certify_posterior(posterior, problem, divergence, n=n, seed=seed, config=config)
+        # The run's own C2ST against the reference posterior, when it measured one: the
+        # certificate is checked against the TV lower bound it implies.
+        attach_c2st_check(cert, _run_c2st(d))
     if write:
         atomic_write_json(d / "certificate.json", cert)
     return cert

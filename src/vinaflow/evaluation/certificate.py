@@ -19,7 +19,16 @@ What is computed (:func:`certify_samples`):
    given by a percentile bootstrap over test pairs (resampled jointly when the P and Q
    rows share an observation ``y``).
 4. :math:`\mathrm{TV} \lesssim c_f \sqrt{\hat D_f + s_f}` (:meth:`Divergence.tv_bound`),
-   also at the upper end of the bootstrap interval.
+   also at the upper end of the bootstrap interval -- only when the estimate is
+   **resolved** (:func:`detection_limit`): the critic beat the null critic on validation,
+   the bootstrap interval excludes zero, the estimate exceeds the level-quantile of its
+   own permutation null, and it exceeds the smallest divergence that the test set could
+   resolve at all. Otherwise ``resolved`` is false, ``tv_bound`` is ``None``, and the
+   certificate states its detection limit instead: a variational value is a lower bound,
+   so a value within noise says nothing about how close the posterior is.
+5. Where the same run measured a classifier two-sample test (C2ST) against a reference
+   posterior, :func:`check_against_c2st` compares the TV lower bound the classifier
+   implies with the certificate's TV and flags a contradiction.
 
 **Read it as an estimate, not a guarantee**: the critic may miss part of the divergence
 (so :math:`\hat D_f` and the TV value can be too small), and Monte-Carlo error is only
@@ -58,15 +67,21 @@ from vinaflow.objectives.divergences import Divergence, get_divergence
 from vinaflow.problems import BankProblem
 
 __all__ = [
+    "C2ST_COMPARISON",
     "LABEL",
+    "LABEL_UNRESOLVED",
     "CertificateConfig",
     "FEATURES",
+    "attach_c2st_check",
     "GaussianOffset",
     "QuadraticOffset",
     "certificate_for_run",
+    "check_against_c2st",
     "certify_flow",
     "certify_posterior",
     "certify_samples",
+    "detection_limit",
+    "format_c2st_check",
     "format_certificate",
     "latent_features",
 ]
@@ -74,6 +89,13 @@ __all__ = [
 LABEL = (
     "estimate: the held-out variational value is a lower bound on D_f (in expectation), "
     "so the TV bound c_f*sqrt(D_f) derived from it is an estimate, not a guarantee"
+)
+
+#: How to read an unresolved certificate (``resolved: false``).
+LABEL_UNRESOLVED = (
+    "not resolved: the held-out value is within its noise and, being a lower bound on D_f, "
+    "bounds nothing; divergences below the detection limit are invisible to any critic "
+    "with this many test pairs, and larger ones can still be missed by the fitted critic"
 )
 
 #: Fewer held-out pairs than this give a certificate too noisy to be useful.
@@ -107,6 +129,72 @@ def _as_tensor(name: str, a: Any) -> Tensor:
     return t
 
 
+def _second_derivative_at_one(div: Divergence) -> float | None:
+    """:math:`f''(1)` by central differences, or ``None`` where ``f`` has a kink at 1."""
+    vals = []
+    for h in (1e-2, 1e-3):
+        u = torch.tensor([1.0 - h, 1.0, 1.0 + h], dtype=torch.float64)
+        fu = div.f(u)
+        vals.append(float((fu[0] - 2 * fu[1] + fu[2]) / h**2))
+    if not all(math.isfinite(v) for v in vals) or abs(vals[0] - vals[1]) > 0.01 * abs(vals[1]):
+        return None  # grows as 1/h: a kink (total variation)
+    return vals[1]
+
+
+def detection_limit(divergence: str | Divergence, n_test: int, level: float = 0.95) -> float:
+    r"""The smallest :math:`D_f + s_f` that ``n_test`` held-out pairs can resolve.
+
+    Method: the standard error of the held-out estimate for the **oracle** critic (the
+    exact :math:`f'(dP/dQ)`; a fitted critic only does worse). For a small divergence,
+    :math:`dP/dQ = 1 + h` with :math:`\chi^2 = E_Q[h^2]`, every smooth member has
+    :math:`D_f \approx \tfrac12 f''(1)\,\chi^2`, and the per-pair term of the bound is
+    :math:`g_f(V(p_i)) - f^*(g_f(V(q_i))) \approx f''(1)\,(h(p_i) - h(q_i))`, with variance
+    :math:`2 f''(1)^2 \chi^2 = 4 f''(1) D_f` (the two terms are uncorrelated when ``p_i``
+    and ``q_i`` share ``y_i``: :math:`E_Q[h \mid y] = 0`). Requiring the estimate to be
+    ``z`` standard errors above zero, :math:`D_f \ge z \sqrt{4 f''(1) D_f / n}`, gives
+
+    .. math:: D_{\min} = 4 f''(1)\, z^2 / n, \qquad z = \Phi^{-1}\big(1 - (1 - \text{level})/2\big)
+
+    (KL, 5,000 test pairs, 95%: 0.0031 nats). For total variation (a kink at 1) the
+    oracle terms are :math:`\pm 1/2` and :math:`D_{\min} = z / \sqrt{2 n}`. No critic can
+    resolve less from these pairs at this level; a divergence below it is indistinguishable
+    from zero, whatever the posterior.
+    """
+    from statistics import NormalDist
+
+    div = get_divergence(divergence)
+    z = NormalDist().inv_cdf(1.0 - (1.0 - level) / 2)
+    f2 = _second_derivative_at_one(div)
+    if f2 is None:
+        return float(z / math.sqrt(2.0 * n_test))
+    return float(4.0 * f2 * z * z / n_test)
+
+
+def _permutation_null(
+    a_pq: tuple[np.ndarray, np.ndarray],
+    a_qp: tuple[np.ndarray, np.ndarray],
+    paired: bool,
+    n_perm: int,
+    level: float,
+    seed: int,
+) -> float:
+    """``level``-quantile of the held-out estimate when P and Q labels are exchanged at
+    random (within pairs when ``paired``): its spread with this critic if P = Q."""
+    (gp, fq), (gq, fp) = a_pq, a_qp
+    rng = np.random.default_rng(seed)
+    out = np.empty(n_perm)
+    if paired:
+        for i in range(n_perm):
+            swap = rng.random(len(gp)) < 0.5
+            out[i] = np.where(swap, gq, gp).mean() - np.where(swap, fp, fq).mean()
+    else:
+        g_all, f_all = np.concatenate([gp, gq]), np.concatenate([fp, fq])
+        for i in range(n_perm):
+            perm = rng.permutation(len(g_all))
+            out[i] = g_all[perm[: len(gp)]].mean() - f_all[perm[len(gp) :]].mean()
+    return float(np.quantile(out, level))
+
+
 def certify_samples(
     p: Any,
     q: Any,
@@ -129,8 +217,11 @@ def certify_samples(
 
     Returns:
         JSON-ready dict: ``estimate``, ``ci_low``, ``ci_high``, ``std_error``,
-        ``tv_bound``, ``tv_bound_ci_high``, ``pinsker_constant``, sizes, critic
-        diagnostics and ``label`` (how to read it).
+        ``resolved`` (and ``unresolved_reason``), ``detection_limit`` (see
+        :func:`detection_limit`), ``null_quantile`` (permutation null of this critic),
+        ``tv_bound`` and ``tv_bound_ci_high`` (``None`` unless resolved),
+        ``tv_detection_limit`` (the TV that a divergence at the detection limit allows),
+        ``pinsker_constant``, sizes, critic diagnostics and ``label`` (how to read it).
     """
     cfg = _config(config, **overrides)
     div = get_divergence(divergence)
@@ -172,10 +263,43 @@ def certify_samples(
             boots[i] = a64[ia].mean() - b64[ib].mean()
         alpha = 1.0 - cfg.level
         ci_low, ci_high = (float(v) for v in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
-    tv = tv_hi = None
+    # Resolution. The null critic (g_f(v) = f'(1)) gives exactly -s_f on every pair, so
+    # "the critic never beat it" means nothing was measured; otherwise the estimate must
+    # clear its bootstrap interval, its permutation null and the oracle detection limit.
+    excess = estimate + div.shift
+    limit = detection_limit(div, int(p_test.shape[0]), cfg.level)
+    null_q = None
+    if cfg.bootstrap > 0:
+        swapped = critic_terms(critic, div, q_test, p_test, offset)
+        null_q = _permutation_null(
+            (a64, b64),
+            (swapped[0].double().numpy(), swapped[1].double().numpy()),
+            paired,
+            cfg.bootstrap,
+            cfg.level,
+            cfg.seed + 3,
+        )
+    reasons = []
+    if info["critic_best_step"] == 0 and not (
+        info["gaussian_offset_used"] or info["quadratic_offset_used"]
+    ):
+        reasons.append("the critic never beat the null critic on validation (best step 0)")
+    if ci_low is not None and ci_low + div.shift <= 0:
+        reasons.append(f"the {int(100 * cfg.level)}% bootstrap interval does not lie above zero")
+    if null_q is not None and estimate <= null_q:
+        reasons.append("the estimate is within its permutation null")
+    if excess <= limit:
+        reasons.append(
+            f"the estimate is below the detection limit {limit:.3g} of {int(p_test.shape[0])} "
+            "test pairs"
+        )
+    resolved = not reasons
+    tv = tv_hi = tv_limit = None
     if div.pinsker_constant is not None:
-        tv = div.tv_bound(estimate)
-        tv_hi = div.tv_bound(ci_high) if ci_high is not None else None
+        tv_limit = div.tv_bound(limit - div.shift)
+        if resolved:
+            tv = div.tv_bound(estimate)
+            tv_hi = div.tv_bound(ci_high) if ci_high is not None else None
     return {
         "divergence": div.name,
         "estimate": estimate,
@@ -185,13 +309,21 @@ def certify_samples(
         "std_error": se,
         "pinsker_constant": div.pinsker_constant,
         "shift": div.shift,
+        "resolved": resolved,
+        "unresolved_reason": "; ".join(reasons) if reasons else None,
+        "detection_limit": limit,
+        "detection_limit_method": (
+            "oracle-critic standard error: 4 f''(1) z^2 / n_test (z / sqrt(2 n_test) for tv)"
+        ),
+        "null_quantile": null_q,
         "tv_bound": tv,
         "tv_bound_ci_high": tv_hi,
+        "tv_detection_limit": tv_limit,
         "n_fit": int(p_fit.shape[0]),
         "n_test": int(p_test.shape[0]),
         "paired": bool(paired),
         **info,
-        "label": LABEL,
+        "label": LABEL if resolved else LABEL_UNRESOLVED,
     }
 
 
@@ -309,17 +441,94 @@ def certify_flow(
     return out
 
 
+#: What :func:`check_against_c2st` compares, and under which assumption.
+C2ST_COMPARISON = (
+    "per-observation C2ST accuracy acc_i of the posterior against a reference posterior at "
+    "observations y_i drawn from the prior predictive; a held-out classifier's accuracy "
+    "estimates a value <= (1 + TV_i)/2, so mean_i(2 acc_i - 1) estimates a lower bound on "
+    "E_y TV(p(x|y), q(x|y)); this equals the joint TV(P_XY, Q_XY) that the certificate "
+    "bounds because both joints share the y-marginal (the model joint uses the data's y). "
+    "Assumes the reference posterior is exact"
+)
+
+
+def check_against_c2st(
+    cert: Mapping[str, Any], c2st_per_observation: Any, z: float = 2.0
+) -> dict[str, Any]:
+    r"""Compare a certificate's TV with the lower bound a C2ST against a reference implies.
+
+    A classifier's held-out accuracy :math:`a_i` at observation :math:`y_i` estimates a
+    quantity :math:`\le (1 + \mathrm{TV}_i)/2` (the Bayes classifier's accuracy on balanced
+    classes), with :math:`\mathrm{TV}_i = \mathrm{TV}(p(\cdot|y_i), q(\cdot|y_i))`. The
+    certificate is on the joint; with the same y-marginal under P and Q,
+    :math:`\mathrm{TV}(P_{XY}, Q_{XY}) = E_y \mathrm{TV}_y`. So, with :math:`y_i` from the
+    prior predictive,
+
+    .. math:: \overline{2 a - 1} \lesssim \mathrm{TV}(P_{XY}, Q_{XY}) \le c_f \sqrt{D_f + s_f}.
+
+    ``c2st_tv_lower`` is :math:`\overline{2a - 1}` (unclipped, so noise below 0.5 does not
+    bias it upwards), with ``c2st_tv_lower_se`` the standard error over observations.
+    The certificate's side is the TV at the upper end of its bootstrap interval,
+    :math:`c_f\sqrt{\max(\hat D_{hi} + s_f, 0)}`, whether or not it is resolved (an
+    unresolved certificate's numbers still say how much divergence its critic found).
+    ``consistent`` is false when ``c2st_tv_lower - z * se`` exceeds it: the classifier
+    found more divergence than the critic, so the certificate's value is too small (the
+    critic missed it), not the classifier's too large.
+
+    Returns ``{}`` when there is nothing to compare (no per-observation C2ST, a certificate
+    that was skipped, or a divergence without a Pinsker-type constant).
+    """
+    acc = np.asarray([] if c2st_per_observation is None else c2st_per_observation, dtype=np.float64)
+    acc = acc[np.isfinite(acc)]
+    if acc.size == 0 or "skipped" in cert or cert.get("pinsker_constant") is None:
+        return {}
+    div = get_divergence(cert["divergence"])
+    hi = cert.get("ci_high")
+    hi = cert["estimate"] if hi is None else hi
+    cert_tv = div.tv_bound(max(hi, cert["estimate"]))
+    lower = 2.0 * acc - 1.0
+    mean = float(lower.mean())
+    se = float(lower.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else 0.0
+    consistent = bool(mean - z * se <= cert_tv)
+    c = div.pinsker_constant
+    implied = max(0.0, (max(mean - z * se, 0.0) / c) ** 2 - div.shift)
+    return {
+        "consistent": consistent,
+        "c2st_mean": float(acc.mean()),
+        "c2st_tv_lower": mean,
+        "c2st_tv_lower_se": se,
+        "z": z,
+        "certificate_tv": cert_tv,
+        "implied_divergence_lower": implied,
+        "num_observations": int(acc.size),
+        "compared": C2ST_COMPARISON,
+    }
+
+
+def attach_c2st_check(cert: dict[str, Any], c2st_per_observation: Any) -> dict[str, Any]:
+    """Add ``c2st_check`` and ``consistent_with_c2st`` to ``cert`` (in place) when a
+    per-observation C2ST is available; returns ``cert``."""
+    check = check_against_c2st(cert, c2st_per_observation)
+    if check:
+        cert["c2st_check"] = check
+        cert["consistent_with_c2st"] = check["consistent"]
+    return cert
+
+
 def certificate_for_run(
     posterior: Any,
     problem: Any,
     dataset: Any = None,
     evaluation: Mapping[str, Any] | None = None,
+    c2st_per_observation: Any = None,
 ) -> dict[str, Any]:
     """Certificate for ``vinaflow run`` (``evaluation.certificate*`` settings).
 
     Fresh simulations when the problem can simulate; otherwise the run's held-out bank
     rows (``dataset.x_test``). Never raises for missing held-out data: returns
-    ``{"skipped": reason}`` so that a run is not lost at the last step.
+    ``{"skipped": reason}`` so that a run is not lost at the last step. With the run's
+    per-observation C2ST against the reference posterior, the certificate is checked
+    against it (:func:`check_against_c2st`).
     """
     ev = dict(evaluation or {})
     div = ev.get("certificate_divergence", "kl")
@@ -328,44 +537,93 @@ def certificate_for_run(
     cfg = ev.get("certificate_config")
     try:
         if _problem_can_simulate(problem):
-            return certify_posterior(posterior, problem, div, n=n, seed=seed, config=cfg)
-        x_test = getattr(dataset, "x_test", None)
-        y_test = getattr(dataset, "y_test", None)
-        if x_test is None or x_test.shape[0] < MIN_HELDOUT:
-            have = 0 if x_test is None else int(x_test.shape[0])
-            raise DataError(
-                f"no held-out data: the bank has no simulator and only {have} held-out rows "
-                f"(need >= {MIN_HELDOUT}); run `vinaflow certify DIR --data HELDOUT.npz`"
+            cert = certify_posterior(posterior, problem, div, n=n, seed=seed, config=cfg)
+        else:
+            x_test = getattr(dataset, "x_test", None)
+            y_test = getattr(dataset, "y_test", None)
+            if x_test is None or x_test.shape[0] < MIN_HELDOUT:
+                have = 0 if x_test is None else int(x_test.shape[0])
+                raise DataError(
+                    f"no held-out data: the bank has no simulator and only {have} held-out "
+                    f"rows (need >= {MIN_HELDOUT}); run `vinaflow certify DIR --data HELDOUT.npz`"
+                )
+            cert = certify_posterior(
+                posterior, None, div, x=x_test, y=y_test, seed=seed, config=cfg
             )
-        return certify_posterior(posterior, None, div, x=x_test, y=y_test, seed=seed, config=cfg)
     except DataError as err:
         return {"skipped": str(err)}
+    return attach_c2st_check(cert, c2st_per_observation)
+
+
+def _g(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.4g}"
+
+
+def format_c2st_check(check: Mapping[str, Any]) -> list[str]:
+    """Lines of a report on :func:`check_against_c2st`'s result."""
+    if not check:
+        return []
+    both = (
+        f"C2ST {check['c2st_mean']:.3f} on {check['num_observations']} observations implies "
+        f"TV >= {check['c2st_tv_lower']:.3f} ± {check['c2st_tv_lower_se']:.3f}; the "
+        f"certificate's TV (upper end of its interval) is {check['certificate_tv']:.3f}"
+    )
+    if check["consistent"]:
+        return [f"Consistent with C2ST: {both}.", ""]
+    return [
+        f"**Contradicts C2ST** (`consistent_with_c2st: false`): {both}. The critic missed "
+        f"divergence the classifier found (at least {check['implied_divergence_lower']:.3g} "
+        "by Pinsker); this certificate understates the error.",
+        "",
+    ]
 
 
 def format_certificate(cert: Mapping[str, Any]) -> str:
-    """Markdown section for a report."""
+    """Markdown section for a report (also what ``vinaflow certify`` prints).
+
+    An unresolved certificate shows no TV bound: it says so, why, and what the smallest
+    detectable divergence was.
+    """
     if "skipped" in cert:
         return f"## Certificate\n\nnot computed: {cert['skipped']}\n"
-
-    def f(v: Any) -> str:
-        return "n/a" if v is None else f"{v:.4g}"
-
+    f = _g
     name = cert["divergence"]
+    resolved = cert.get("resolved", True)
+    interval = f"[{f(cert['ci_low'])}, {f(cert['ci_high'])}]"
     lines = [
-        "## Certificate (estimate)",
+        "## Certificate (estimate)" if resolved else "## Certificate (not resolved)",
         "",
         f"Compared: {cert.get('compared', 'P vs Q')}.",
         "",
-        "| quantity | value |",
-        "|---|---|",
-        f"| held-out estimate of D_{name}(P‖Q) | {f(cert['estimate'])} |",
-        f"| {int(100 * cert['level'])}% bootstrap interval | "
-        f"[{f(cert['ci_low'])}, {f(cert['ci_high'])}] |",
-        f"| TV bound c_f·sqrt(D_f + s_f), c_f = {f(cert['pinsker_constant'])} | "
-        f"{f(cert['tv_bound'])} (upper end of interval: {f(cert['tv_bound_ci_high'])}) |",
-        f"| pairs: critic fit / test | {cert['n_fit']} / {cert['n_test']} |",
-        "",
-        f"*{cert['label']}.*",
-        "",
     ]
+    if not resolved:
+        lines += [
+            f"**Not resolved:** {cert.get('unresolved_reason')}. The critic measured no "
+            f"divergence above its noise, so there is **no TV bound**: a held-out variational "
+            f"value is a lower bound on D_{name}, and a value within noise does not show the "
+            "posterior is accurate.",
+            "",
+        ]
+    lines += ["| quantity | value |", "|---|---|"]
+    if resolved:
+        lines += [
+            f"| held-out estimate of D_{name}(P‖Q) | {f(cert['estimate'])} |",
+            f"| {int(100 * cert['level'])}% bootstrap interval | {interval} |",
+            f"| TV bound c_f·sqrt(D_f + s_f), c_f = {f(cert['pinsker_constant'])} | "
+            f"{f(cert['tv_bound'])} (upper end of interval: {f(cert['tv_bound_ci_high'])}) |",
+        ]
+    else:
+        lines += [
+            f"| held-out value of the bound (within noise) | {f(cert['estimate'])}, "
+            f"{int(100 * cert['level'])}% interval {interval} |",
+            "| TV bound | none (not resolved) |",
+        ]
+    if cert.get("detection_limit") is not None:
+        lines.append(
+            f"| detection limit: smallest resolvable D_{name} + s_f from {cert['n_test']} "
+            f"test pairs | {f(cert['detection_limit'])} (TV {f(cert.get('tv_detection_limit'))}) |"
+        )
+    lines += [f"| pairs: critic fit / test | {cert['n_fit']} / {cert['n_test']} |", ""]
+    lines += format_c2st_check(cert.get("c2st_check") or {})
+    lines += [f"*{cert['label']}.*", ""]
     return "\n".join(lines)
