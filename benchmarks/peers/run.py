@@ -8,7 +8,8 @@ Run::
     python -m benchmarks.peers.run                # budgets 1k, 10k, 100k
     python -m benchmarks.peers.run --tasks two_moons --budgets 1000 --methods sbi-npe nll-cinn
 
-For each task (``two_moons``, ``gaussian_linear``, ``gaussian_mixture``) and simulation
+For each task (``two_moons``, ``gaussian_linear``, ``gaussian_mixture``,
+``gaussian_linear_uniform``, ``bernoulli_glm``, ``sir``, ``lotka_volterra``) and simulation
 budget, one seeded set of simulations is drawn and given to every method, each method is
 trained on it, and its posterior is sampled at sbibm's 10 observations and scored by C2ST
 against sbibm's 10,000 reference samples (``vinaflow.evaluation.c2st``; its classifier
@@ -176,7 +177,11 @@ def _sbi_prior(task_name: str) -> Any:
         return BoxUniform(-torch.ones(2), torch.ones(2))
     if task_name == "gaussian_mixture":
         return BoxUniform(-10 * torch.ones(2), 10 * torch.ones(2))
-    return Independent(Normal(torch.zeros(10), 0.1**0.5 * torch.ones(10)), 1)
+    if task_name == "gaussian_linear_uniform":
+        return BoxUniform(-torch.ones(10), torch.ones(10))
+    if task_name == "gaussian_linear":
+        return Independent(Normal(torch.zeros(10), 0.1**0.5 * torch.ones(10)), 1)
+    return make_task(task_name).prior  # sbi takes torch distributions with a 1-D event
 
 
 def run_sbi(

@@ -42,7 +42,15 @@ __all__ = [
 ]
 
 SBIBM_VERSION = "1.1.0"
-TASKS = ("two_moons", "gaussian_linear", "gaussian_mixture")
+TASKS = (
+    "two_moons",
+    "gaussian_linear",
+    "gaussian_mixture",
+    "gaussian_linear_uniform",
+    "bernoulli_glm",
+    "sir",
+    "lotka_volterra",
+)
 
 
 @dataclass(frozen=True)
