@@ -20,7 +20,13 @@ from vinaflow.errors import ConfigError, DataError
 
 __all__ = ["InvertibleSequence", "build_flow", "ARCHITECTURES"]
 
-ARCHITECTURES = ("coupling", "iresnet", "spline")
+#: Block class of each architecture of :func:`build_flow`.
+_BLOCK_CLASSES: dict[str, type[InvertibleBlock]] = {
+    "coupling": AffineCoupling,
+    "iresnet": IResNetBlock,
+    "spline": SplineCoupling,
+}
+ARCHITECTURES = tuple(_BLOCK_CLASSES)
 
 
 class InvertibleSequence(InvertibleBlock):
@@ -110,7 +116,7 @@ def build_flow(
         raise ConfigError(f"arch must be one of {list(ARCHITECTURES)}, got {arch!r}")
     if isinstance(blocks, bool) or not isinstance(blocks, Integral) or blocks < 1:
         raise ConfigError(f"blocks must be an integer >= 1, got {blocks!r}")
-    cls = {"coupling": AffineCoupling, "iresnet": IResNetBlock, "spline": SplineCoupling}[arch]
+    cls = _BLOCK_CLASSES[arch]
     common = {"dim": dim, "cond_dim": cond_dim, "hidden": hidden, "layers": layers}
     arch_kw = {
         "coupling": {"clamp": clamp},
