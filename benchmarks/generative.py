@@ -1,7 +1,8 @@
 """Normalizing-flow studies as a benchmark: support mismatch, heavy tails, precision-recall.
 
-Runs :func:`vinaflow.studies.flows.run_study` (resumable: rerunning
-the same command skips finished runs) and prints each study's mean ± std table.
+Runs each study with :func:`vinaflow.studies.flows.run_study`, as ``vinaflow study``
+does (resumable: rerunning the same command skips finished runs), and prints its
+mean ± std table.
 
     python benchmarks/generative.py [--quick] [--study support-mismatch ...] [--seeds 0,1]
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from vinaflow.atomic import atomic_write_json
 from vinaflow.experiments.pipeline import environment
-from vinaflow.studies.flows import GENERATIVE_STUDIES, run_study, study_summary
+from vinaflow.studies.flows import FLOW_STUDIES, run_study, study_summary
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -26,13 +27,13 @@ RESULTS = Path(__file__).parent / "results"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer grid points and seeds")
-    parser.add_argument("--study", action="append", choices=list(GENERATIVE_STUDIES))
+    parser.add_argument("--study", action="append", choices=list(FLOW_STUDIES))
     parser.add_argument("--seeds", help="comma-separated seeds (default: the study's)")
     parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     summary = {}
-    for name in args.study or list(GENERATIVE_STUDIES):
+    for name in args.study or list(FLOW_STUDIES):
         out = RESULTS / (f"study-{name}" + ("-quick" if args.quick else ""))
         report = run_study(name, out, seeds=seeds, quick=args.quick, workers=args.workers)
         print(report.read_text(encoding="utf-8").split("![")[0])

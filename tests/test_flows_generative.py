@@ -503,6 +503,51 @@ def test_run_flow_writes_metrics_json_last(tmp_path):
     assert not (broken / "metrics.json").exists()
 
 
+def test_pretraining_stage_then_objective_resumes_and_refuses_changes(tmp_path):
+    """``pretraining``: maximum likelihood first, then the objective; both stages
+    checkpoint, a resume with more steps continues the second stage only, and a resume
+    that changes what is trained is refused."""
+    from vinaflow.experiments.report import format_metrics_table
+
+    cfg = {
+        "target": {"name": "gaussian-mixture", "dim": 2},
+        "data": {"num_train": 600, "num_validation": 50, "num_test": 300},
+        "model": {"blocks": 1, "hidden": 8},
+        "pretraining": {"objective": {"name": "nll"}, "steps": 15, "lr": 0.01},
+        "objective": {"name": "pr", "lam": 2.0, "critic_hidden": 8},
+        "training": {"steps": 10, "progress": False, "checkpoint_every": 5},
+        "evaluation": {"num_samples": 300, "plots": False, "certificate": False},
+    }
+    out = tmp_path / "run"
+    first = run_flow(cfg, out, progress=False)
+    assert first.metrics["pretrain_steps"] == 15 and first.metrics["train_steps"] == 10
+    assert (out / "pretrain_checkpoint.pt").is_file() and (out / "checkpoint.pt").is_file()
+    assert first.metrics["train_seconds"] > first.metrics["pretrain_seconds"]
+    report = (out / "report.md").read_text()
+    assert "pretraining: `nll`, 15 steps" in report and "k-NN precision" in report
+    assert "precision" in format_metrics_table(first.metrics)
+    longer = {**cfg, "training": {**cfg["training"], "steps": 20}}
+    again = run_flow(longer, out, resume=True, progress=False)
+    assert again.metrics["pretrain_steps"] == 15 and again.metrics["train_steps"] == 20
+    changed = {**cfg, "pretraining": {**cfg["pretraining"], "steps": 30}}
+    with pytest.raises(ConfigError, match="pretraining.steps"):
+        run_flow(changed, out, resume=True, progress=False)
+    with pytest.raises(ConfigError, match="pretraining: unknown key"):
+        resolve_flow_config({**cfg, "pretraining": {"stepz": 3}})
+
+
+def test_resume_accepts_a_flow_config_of_release_0_1(tmp_path):
+    """The flow folder of release 0.1 (its config lists fewer objective settings and no
+    pretraining section) resumes with more steps."""
+    import shutil
+
+    out = Path(shutil.copytree(Path(__file__).parent / "data" / "release_0_1_flow", tmp_path / "f"))
+    cfg = load_flow_config(out / "config.yaml", ["training.steps=30", "training.progress=false"])
+    res = run_flow(cfg, out, resume=True, progress=False)
+    assert res.metrics["train_steps"] == 30
+    assert json.loads((out / "metrics.json").read_text())["train_steps"] == 30
+
+
 def test_cli_flow_command(tmp_path):
     import argparse
 

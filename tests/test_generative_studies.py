@@ -1,113 +1,150 @@
-"""Flow studies: records, resume, report, and the process pool."""
+"""Flow studies: registry entries of kind "flow", run by the sweep runner, one report.
+
+The three flow studies are :class:`~vinaflow.studies.base.Study` objects whose runs are
+``vinaflow flow`` configs; ``vinaflow study``, ``vinaflow study --list`` and
+``vinaflow report`` treat them like the posterior studies, and folders written by
+earlier versions (``benchmarks/results/study-*``) still report.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import pytest
-import torch
 
-import vinaflow.studies.flows as gs
+from vinaflow.cli import main
 from vinaflow.errors import ConfigError
-from vinaflow.experiments.generative import evaluate_flow, fit_flow
-from vinaflow.problems.targets import make_target
+from vinaflow.studies.base import STUDIES, Study, get_study, list_studies
+from vinaflow.studies.flows import FLOW_STUDIES, figure_flow_samples, run_study, study_summary
+from vinaflow.studies.grid import Axis
+from vinaflow.studies.results import load_results
 
-
-def _tiny_run(p: dict[str, Any], seed: int, quick: bool) -> tuple[dict[str, Any], Any]:
-    if p["objective"] == "broken":
-        raise ConfigError("deliberately broken grid point")
-    x = make_target({"name": "uniform", "low": 0.0, "high": 1.0}).sample(
-        500, torch.Generator().manual_seed(seed)
-    )
-    model, res = fit_flow(
-        x,
-        {"blocks": 1, "hidden": 4, "base": "uniform", "base_offset": float(p["offset"])},
-        {"name": p["objective"], "blur": 0.05} if p["objective"] == "sinkhorn" else {"name": "nll"},
-        {"steps": 20, "lr": 0.05, "batch_size": 128, "seed": seed, "progress": False},
-    )
-    ev = evaluate_flow(model, x, {"certificate": False, "num_samples": 500, "seed": seed})
-    return {"w1": ev["w1"], "train_seconds": res.train_seconds}, (
-        x,
-        model.sample(500, torch.Generator().manual_seed(seed)),
-    )
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 
 @pytest.fixture
 def tiny_study(monkeypatch: pytest.MonkeyPatch) -> str:
-    spec = {
-        "description": "tiny test study",
-        "grid": lambda quick: [
-            {"objective": "sinkhorn", "offset": 0},
-            {"objective": "sinkhorn", "offset": 3},
-            {"objective": "broken", "offset": 0},
-        ],
-        "run": _tiny_run,
-        "seeds": [0, 1],
-        "quick_seeds": [0],
-        "metrics": ("w1", "train_seconds"),
-    }
-    monkeypatch.setitem(gs.GENERATIVE_STUDIES, "support-mismatch", spec)
-    return "support-mismatch"
+    """A two-point flow study that trains in a second."""
+    study = Study(
+        name="tiny-flow-study",
+        description="tiny test study",
+        kind="flow",
+        base={
+            "target": {"name": "uniform", "low": 0.0, "high": 1.0},
+            "data": {"num_train": 400, "num_validation": 20, "num_test": 400},
+            "model": {"blocks": 1, "hidden": 4, "base": "uniform", "normalization": "none"},
+            "objective": {"name": "sinkhorn", "blur": 0.05},
+            "training": {"steps": 20, "lr": 0.05, "batch_size": 128, "progress": False},
+            "evaluation": {"num_samples": 400, "certificate": False, "plots": False},
+        },
+        axes=[Axis("offset", [(str(d), {"model.base_offset": float(d)}) for d in (0, 3)])],
+        seeds="0,1",
+        figures=[figure_flow_samples],
+        demo_samples=100,
+        metrics=("w1", "train_seconds"),
+    )
+    monkeypatch.setitem(STUDIES, study.name, study)
+    return study.name
 
 
-def test_study_records_every_run_resumes_and_reports(tiny_study: str, tmp_path: Path) -> None:
+def test_flow_study_runs_through_the_sweep_runner_resumes_and_reports(
+    tiny_study: str, tmp_path: Path
+) -> None:
     out = tmp_path / "study"
-    report = gs.run_study(tiny_study, out, log=None, workers=1)
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
-    assert len(records) == 6
-    assert sum(r["status"] == "failed" for r in records) == 2
-    assert all("deliberately broken" in r["error"] for r in records if r["status"] == "failed")
-    ok = [r for r in records if r["status"] == "ok"]
-    assert all(r["metrics"]["w1"] >= 0 for r in ok)
+    assert main(["study", tiny_study, "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    records = load_results(out)
+    assert len(records) == 4 and all(r["status"] == "ok" for r in records)
+    assert len({r["id"] for r in records}) == 4
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert sweep["kind"] == "flow" and sweep["study"] == tiny_study
     # a base displaced by 3 with 20 steps cannot have moved onto U(0, 1) as well as d = 0
-    w1 = {r["params"]["offset"]: r["metrics"]["w1"] for r in ok if r["seed"] == 0}
-    assert w1[3] > w1[0]
-    assert (out / "samples" / "0.npz").is_file()
-    text = report.read_text()
-    assert "support-mismatch" in text and "w1" in text
-
-    # the sweeps' results format: every record has an id, read back by load_results
-    from vinaflow.studies.results import load_results
-
-    assert [r["id"] for r in load_results(out)] == [r["id"] for r in records]
-    assert len({r["id"] for r in records}) == 6
+    w1 = {r["params"]["offset"]: r["metrics"]["w1"] for r in records if r["seed"] == 0}
+    assert w1["3"] > w1["0"]
+    # the first seed's runs keep model and held-out samples for the figures
+    saved = sorted((out / "samples").glob("*.npz"))
+    assert len(saved) == 2
+    with np.load(saved[0]) as f:
+        assert f["samples"].shape == (100, 1) and f["data"].shape == (100, 1)
+    text = (out / "report.md").read_text()
+    assert f"Study `{tiny_study}`" in text and "| offset | runs | W1 |" in text
+    assert (out / "plots" / "samples_0.png").is_file()
+    summary = study_summary(out)
+    assert [row["offset"] for row in summary] == ["0", "3"]
+    assert summary[0]["w1"]["n"] == 2
 
     # resume: nothing is rerun, nothing is lost
     before = (out / "results.jsonl").read_text()
-    gs.run_study(tiny_study, out, log=None, workers=1)
+    assert run_study(tiny_study, out, log=None, workers=1) == out / "report.md"
     assert (out / "results.jsonl").read_text() == before
-
-    # results of earlier versions (no id) still resume and report
-    legacy = [{k: v for k, v in r.items() if k != "id"} for r in records[:4]]
-    (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
-    gs.run_study(tiny_study, out, log=None, workers=1)
-    again = load_results(out)
-    assert len(again) == 6 and [r["metrics"] for r in again[:4]] == [
-        r.get("metrics") for r in legacy
-    ]
+    assert main(["report", str(out)]) == 0
 
 
-def test_damaged_results_file_is_a_clear_error(tiny_study: str, tmp_path: Path) -> None:
-    out = tmp_path / "study"
-    out.mkdir()
-    (out / "results.jsonl").write_text('{"label": "x", "seed": 0}\n{not json\n')
-    with pytest.raises(Exception, match="corrupted"):
-        gs.run_study(tiny_study, out, log=None, workers=1)
-    assert (out / "results.jsonl").read_text().startswith('{"label": "x"')
+def test_flow_studies_are_in_the_one_registry(capsys: pytest.CaptureFixture[str]) -> None:
+    assert set(FLOW_STUDIES) <= set(list_studies())
+    assert main(["study", "--list"]) == 0
+    listed = capsys.readouterr().out
+    for name in FLOW_STUDIES:
+        assert f"{name}: {get_study(name).description}" in listed
+        assert get_study(name).kind == "flow"
 
 
-def test_unknown_study_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown study"):
-        gs.run_study("no-such-study", tmp_path, log=None)
+@pytest.mark.parametrize("quick", [False, True])
+def test_flow_study_grids_keep_their_settings(quick: bool) -> None:
+    support = get_study("support-mismatch").sweep(quick=quick).tasks()
+    offsets = {t.config["model"]["base_offset"] for t in support}
+    assert offsets == ({0.0, 5.0, 25.0} if quick else {0.0, 3.0, 5.0, 10.0, 15.0, 20.0, 25.0})
+    assert {t.config["objective"]["name"] for t in support} == {"sinkhorn", "fdiv"}
+    assert len(support) == (12 if quick else 140)
+    heavy = get_study("heavy-tails").sweep(quick=quick).tasks()
+    assert {t.config["model"]["base"] for t in heavy} == {"gaussian", "student-t"}
+    assert all(t.config["evaluation"]["w1_scale"] == "slog" for t in heavy)
+    pr = get_study("precision-recall").sweep(quick=quick).tasks()
+    lams = {t.config["objective"].get("lam") for t in pr}
+    assert lams == ({None, 0.1, 1.0, 10.0} if quick else {None, 0.1, 0.3, 1.0, 3.0, 10.0})
+    # every run is pre-trained by maximum likelihood, then trained with its objective
+    assert all(t.config["pretraining"]["objective"]["name"] == "nll" for t in pr)
+    nll = [t for t in pr if t.params["objective"] == "nll"]
+    assert {t.params["lam"] for t in nll} == {"none"}
+    assert all(t.config["objective"]["name"] == "nll" for t in nll)
+
+
+@pytest.mark.parametrize("name", ["support-mismatch", "heavy-tails", "precision-recall"])
+def test_results_of_earlier_versions_still_report(name: str, tmp_path: Path) -> None:
+    out = Path(shutil.copytree(RESULTS / f"study-{name}", tmp_path / name))
+    old = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert "id" not in old[0]  # written by an earlier version
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    study = get_study(name)
+    assert f"Study `{name}`" in text and f"{len(old)} finished" in text
+    grid = json.loads((out / "study.json").read_text())["grid"]
+    rows = study_summary(out)
+    assert len(rows) == len(grid)
+    assert all(row[study.metrics[0]]["n"] == len(old) // len(grid) for row in rows)
+    figures = sorted(p.name for p in (out / "plots").glob("*.png"))
+    assert figures
+    if name == "support-mismatch":
+        assert "samples_sinkhorn_0.png" in figures  # from the old samples/0.npz
+
+
+def test_running_into_a_folder_of_an_earlier_version_is_a_clear_error(tmp_path: Path) -> None:
+    out = Path(shutil.copytree(RESULTS / "study-heavy-tails", tmp_path / "old"))
+    before = (out / "results.jsonl").read_text()
+    with pytest.raises(ConfigError, match="earlier version"):
+        run_study("heavy-tails", out, quick=True, log=None, workers=1)
+    assert (out / "results.jsonl").read_text() == before
 
 
 def test_real_study_runs_on_a_process_pool(tmp_path: Path) -> None:
     # The real precision-recall quick grid (NLL + three lambdas) on two worker processes:
     # the spawn pool must import the study, run it and return records the parent writes.
-    out = tmp_path / "heavy"
-    gs.run_study("precision-recall", out, seeds=[0], quick=True, log=None, workers=2)
-    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    out = tmp_path / "pr"
+    run_study("precision-recall", out, seeds=[0], quick=True, log=None, workers=2)
+    records = load_results(out)
     assert len(records) == 4 and all(r["status"] == "ok" for r in records)
-    assert (out / "report.md").is_file()
+    assert all(r["metrics"]["pretrain_steps"] == 400 for r in records)
+    assert all(0 <= r["metrics"]["precision"] <= 1 for r in records)
+    assert (out / "report.md").is_file() and (out / "plots" / "pr_curve.png").is_file()

@@ -21,7 +21,7 @@ import vinaflow
 from vinaflow.cli import main
 from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError
-from vinaflow.experiments.pipeline import _check_resumable
+from vinaflow.experiments.pipeline import check_resumable
 
 DATA = Path(__file__).parent / "data"
 
@@ -50,10 +50,10 @@ def test_resume_accepts_an_old_config_and_refuses_a_changed_one(tmp_path: Path) 
         "training": {"steps": 100, "seed": 0},
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
-    _check_resumable(tmp_path, resolve_config({**old, "training": {"steps": 300, "seed": 0}}))
+    check_resumable(tmp_path, resolve_config({**old, "training": {"steps": 300, "seed": 0}}))
     changed = {**old, "objective": {**old["objective"], "divergence": "js"}}
     with pytest.raises(ConfigError, match="objective.divergence"):
-        _check_resumable(tmp_path, resolve_config(changed))
+        check_resumable(tmp_path, resolve_config(changed))
 
 
 def test_old_run_folder_resumes_with_more_steps(old_run: Path) -> None:

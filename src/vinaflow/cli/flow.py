@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from vinaflow.experiments.generative import format_flow_metrics, load_flow_config, run_flow
+from vinaflow.experiments.generative import load_flow_config, run_flow
+from vinaflow.experiments.report import format_metrics_table
 
 __all__ = ["register"]
 
@@ -18,7 +19,7 @@ def _cmd_flow(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / time.strftime("flow-%Y%m%d-%H%M%S")
     check_output_dir(out, args.resume, args.overwrite)
     result = run_flow(cfg, out, resume=args.resume, progress=not args.no_progress)
-    print(format_flow_metrics(result.metrics))
+    print(format_metrics_table(result.metrics))
     print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, heldout.npz, plots/)")
     return 0
 

@@ -2,15 +2,15 @@
 
 ``vinaflow sweep CONFIG.yaml --grid model.hidden=64,128 --seeds 40..60 --out DIR``
 runs a grid of configs over seeds (resumable: rerun the same command after an
-interruption); ``vinaflow study NAME --out DIR [--quick]`` runs a named study of the
-paper (:mod:`vinaflow.studies.base`) and writes its report;
-``vinaflow report DIR`` (re)writes ``DIR/report.md`` with tables and figures.
+interruption); ``vinaflow study NAME --out DIR [--quick]`` runs a registered study
+(:mod:`vinaflow.studies.base`: the paper's posterior studies and the unconditional-flow
+studies alike) as such a sweep and writes its report; ``vinaflow report DIR``
+(re)writes ``DIR/report.md`` with tables and figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ from typing import Any
 from vinaflow.config import apply_overrides, read_config_file
 from vinaflow.errors import ConfigError
 from vinaflow.studies.base import get_study, list_studies
-from vinaflow.studies.flows import GENERATIVE_STUDIES, run_study, write_generative_report
 from vinaflow.studies.grid import Sweep, parse_grid, parse_seeds
 from vinaflow.studies.report import write_study_report
 from vinaflow.studies.sweep import run_sweep
@@ -82,24 +81,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
         for name in list_studies():
             s = get_study(name)
             print(f"{name}: {s.description}")
-        for name, spec in GENERATIVE_STUDIES.items():
-            print(f"{name}: {spec['description']}")
         return 0
     if not args.out:
         raise ConfigError("study: --out DIR is required")
-    if args.name in GENERATIVE_STUDIES:
-        # Flow studies train unconditional flows, not run() configs: their own runner.
-        seeds = parse_seeds(args.seeds) if args.seeds else None
-        report = run_study(
-            args.name,
-            args.out,
-            seeds=seeds,
-            quick=args.quick,
-            log=None if args.quiet else print,
-            workers=args.workers,
-        )
-        print(f"wrote {report}")
-        return 0
     study = get_study(args.name)
     sweep = study.sweep(quick=args.quick, seeds=args.seeds)
     print(_run_and_report(sweep, args, {"study": study.name, "quick": bool(args.quick)}))
@@ -107,11 +91,7 @@ def _cmd_study(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    meta = Path(args.dir) / "study.json"
-    is_flow_study = meta.is_file() and json.loads(meta.read_text()).get("study") in (
-        GENERATIVE_STUDIES
-    )
-    report = write_generative_report(args.dir) if is_flow_study else write_study_report(args.dir)
+    report = write_study_report(args.dir)
     print(f"wrote {report}", file=sys.stdout)
     return 0
 

@@ -17,12 +17,17 @@ Config sections (YAML; every key checked, errors name the field)::
                 sinkhorn, mmd, ...) with flow defaults (:data:`FLOW_OBJECTIVE_DEFAULTS`);
                 ``name: pr`` is short for ``name: fdiv, divergence: pr``
     training:   TrainingConfig fields (steps, batch_size, lr, seed, max_seconds, ...)
+    pretraining: optional first stage, {objective: {...}, steps, lr, ...}: the flow is
+                trained with this objective (default nll) and these training settings
+                (over ``training``), then with ``objective`` (e.g. maximum likelihood,
+                then PR fine-tuning as in Verine et al. 2023); {} = one stage
     evaluation: {num_samples, w1_samples, w1_scale: identity | slog, pr_k, plots,
                  certificate, certificate_divergence, seed}
 
 Output folder (same conventions as ``vinaflow run``)::
 
     DIR/config.yaml  DIR/model.safetensors  DIR/model.json  DIR/checkpoint.pt
+    DIR/pretrain_checkpoint.pt  (with a pretraining stage)
     DIR/metrics.json DIR/history.json DIR/report.md DIR/plots/*.png
     DIR/heldout.npz  test split ``x`` (never trained on; used by ``vinaflow certify``)
 
@@ -33,6 +38,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -47,7 +53,14 @@ from torch import Tensor
 from vinaflow.atomic import atomic_path
 from vinaflow.config import deep_merge
 from vinaflow.errors import ConfigError, DataError
+from vinaflow.experiments.pipeline import (
+    check_resumable,
+    remove_temporaries,
+    training_metrics,
+    write_run_folder,
+)
 from vinaflow.models import ConditionalINN
+from vinaflow.models.flow import upgrade_nf_file
 from vinaflow.objectives.build import build_objective
 from vinaflow.objectives.losses import slog
 from vinaflow.objectives.specs import objective_config
@@ -56,7 +69,6 @@ from vinaflow.training import (
     Trainer,
     TrainingConfig,
     TrainResult,
-    atomic_write_json,
     atomic_write_text,
 )
 from vinaflow.training.fitting import (
@@ -79,9 +91,10 @@ __all__ = [
     "plot_samples",
     "resolve_flow_config",
     "run_flow",
+    "upgrade_flow_checkpoint",
 ]
 
-FLOW_SECTIONS = ("target", "data", "model", "objective", "training", "evaluation")
+FLOW_SECTIONS = ("target", "data", "model", "objective", "training", "pretraining", "evaluation")
 
 DEFAULT_FLOW_CONFIG: dict[str, Any] = {
     "target": {"name": "gaussian-mixture", "dim": 2},
@@ -96,6 +109,7 @@ DEFAULT_FLOW_CONFIG: dict[str, Any] = {
     },
     "objective": {"name": "nll"},
     "training": {"steps": 2000, "batch_size": 256, "seed": 0, "max_seconds": 300},
+    "pretraining": {},
     "evaluation": {
         "num_samples": 5000,
         "w1_samples": 2000,
@@ -107,6 +121,9 @@ DEFAULT_FLOW_CONFIG: dict[str, Any] = {
         "seed": 1234,
     },
 }
+
+#: The sections that decide what a flow run trains (``--resume`` refuses changes there).
+_TRAINED_SECTIONS = ("target", "data", "model", "objective", "training", "pretraining")
 
 _DATA_KEYS = {"num_train", "num_validation", "num_test", "test_fraction", "validation_fraction"}
 _EVAL_KEYS = set(DEFAULT_FLOW_CONFIG["evaluation"])
@@ -167,7 +184,7 @@ def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
             raise ConfigError(f"{s} must be a mapping of key: value")
     merged = copy.deepcopy(DEFAULT_FLOW_CONFIG)
     # A new target or objective replaces the default one wholesale (no stray parameters).
-    for s in ("target", "objective"):
+    for s in ("target", "objective", "pretraining"):
         if config.get(s):
             merged[s] = {}
     for s in FLOW_SECTIONS:
@@ -190,7 +207,21 @@ def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     TrainingConfig(**merged["training"])  # validates ranges
     make_target(merged["target"])  # validates the target
     merged["objective"] = flow_objective_config(merged["objective"])
+    pre = merged["pretraining"]
+    if pre:
+        extra = sorted(set(pre) - fields - {"objective"})
+        if extra:
+            raise ConfigError(
+                f"pretraining: unknown key(s) {extra}; allowed: objective and the training keys"
+            )
+        pre["objective"] = flow_objective_config(pre.get("objective"))
+        TrainingConfig(**_stage_training(merged["training"], pre))
     return merged
+
+
+def _stage_training(training: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
+    """The training settings of a pretraining stage: ``stage``'s over ``training``'s."""
+    return {**training, **{k: v for k, v in stage.items() if k != "objective"}}
 
 
 def load_flow_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -297,7 +328,9 @@ def evaluate_flow(
     ``evaluation.w1`` on ``w1_samples``); ``w1_slog``: the same on the signed-log scale
     ``sign(x) log(1 + |x|)``, finite for heavy tails whose W1 is infinite or dominated by a
     few extreme samples; ``mmd`` (Gaussian kernel, median bandwidth); k-NN
-    ``precision`` / ``recall``; held-out ``test_nll`` where the density is finite.
+    ``precision`` / ``recall``; held-out ``test_nll`` where the density is finite; for
+    1-D data ``q99_ratio``, the model's 99% quantile over the data's (how far the tail
+    reaches).
     """
     from vinaflow.evaluation import mmd
     from vinaflow.evaluation.precision_recall import precision_recall
@@ -321,6 +354,8 @@ def evaluate_flow(
     if ev["w1_scale"] == "slog" or a.shape[1] == 1:
         sa, sb = slog(torch.as_tensor(a)).numpy(), slog(torch.as_tensor(b)).numpy()
         metrics["w1_slog"] = _w1(sa, sb, ws, seed)
+    if a.shape[1] == 1:
+        metrics["q99_ratio"] = float(np.quantile(b[:, 0], 0.99) / np.quantile(a[:, 0], 0.99))
     sub = min(2000, len(a), len(b))
     metrics["mmd"] = mmd(a[:sub], b[:sub])
     pr = precision_recall(a, b, k=int(ev["pr_k"]), max_samples=5000, seed=seed)
@@ -398,74 +433,26 @@ class FlowRunResult:
     target: Target
     train: TrainResult
     metrics: dict[str, Any]
+    #: The held-out test rows the metrics were computed on.
+    x_test: Tensor | None = None
 
 
-_HEADLINE = {
-    "w1": "Wasserstein-1 to held-out data (exact OT)",
-    "w1_slog": "W1 on the signed-log scale sign(x) log(1+|x|)",
-    "mmd": "MMD^2 to held-out data (Gaussian kernel)",
-    "precision": "k-NN precision (model samples on the data manifold)",
-    "recall": "k-NN recall (data on the model manifold)",
-    "test_nll": "held-out negative log-likelihood [nats/sample]",
-    "target_nll": "same for the true density (lower bound in expectation)",
-    "train_seconds": "training time [s]",
-}
-
-
-def _fmt(v: Any) -> str:
-    return "n/a" if v is None else (f"{v:.4g}" if isinstance(v, float) else str(v))
-
-
-def format_flow_metrics(metrics: Mapping[str, Any]) -> str:
-    rows = [(k, _fmt(metrics.get(k))) for k in _HEADLINE if k in metrics]
-    cert = metrics.get("certificate")
-    if cert and "estimate" in cert:
-        rows.append((f"D_{cert['divergence']} estimate", _fmt(cert["estimate"])))
-        rows.append(("TV bound (estimate)", _fmt(cert["tv_bound"])))
-    width = max(len(k) for k, _ in rows) if rows else 0
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
-
-
-def _write_report(out: Path, cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-    from vinaflow.evaluation.certificate import format_certificate
-
-    t, m, o = cfg["target"], cfg["model"], cfg["objective"]
-    lines = [
-        "# vinaflow flow report",
-        "",
-        f"- target: `{t.get('name') or t.get('data')}` {dict(t)}",
-        f"- model: normalizing flow (`cinn` without observation) `{m['arch']}`, "
-        f"{m['blocks']} blocks, hidden {m['hidden']}, base `{m.get('base', 'gaussian')}`, "
-        f"normalization `{m.get('normalization')}`",
-        f"- objective: `{o['name']}` {dict(o)} (P = data, Q = model)",
-        f"- seed {metrics.get('seed')}, steps {metrics.get('train_steps')} "
-        f"(stopped by {metrics.get('stopped')})",
-        "",
-        "| metric | value | meaning |",
-        "|---|---|---|",
-    ]
-    lines += [f"| `{k}` | {_fmt(metrics[k])} | {v} |" for k, v in _HEADLINE.items() if k in metrics]
-    lines.append("")
-    if metrics.get("certificate"):
-        lines.append(format_certificate(metrics["certificate"]))
-    plots = sorted((out / "plots").glob("*.png")) if (out / "plots").exists() else []
-    if plots:
-        lines += ["## Plots", ""] + [f"![{q.stem}](plots/{q.name})" for q in plots] + [""]
-    lines += [
-        "## Environment",
-        "",
-        "```",
-        yaml.safe_dump(dict(metrics.get("environment", {})), sort_keys=False).strip(),
-        "```",
-        "",
-        "## Configuration",
-        "",
-        "```yaml",
-        yaml.safe_dump(dict(cfg), sort_keys=False).strip(),
-        "```",
-        "",
-    ]
-    atomic_write_text(out / "report.md", "\n".join(lines))
+def upgrade_flow_checkpoint(path: Path) -> None:
+    """Rewrite a checkpoint of the former flow class (``kind: nf``, release 0.1) in the
+    form of the ``ConditionalINN`` with ``dim_y = 0`` that resumes it; others are left as
+    they are (an unreadable one is reported by the trainer when it loads it)."""
+    if not path.is_file():
+        return
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - the trainer's load names the problem
+        return
+    weights = state.get("model") if isinstance(state, dict) else None
+    if not isinstance(weights, dict) or "y_norm.mean" in weights:
+        return
+    _, _, state["model"] = upgrade_nf_file({}, weights)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
 
 
 def run_flow(
@@ -479,10 +466,6 @@ def run_flow(
     ``metrics.json`` is written after everything else (model, history, plots, report):
     a folder without it is an unfinished run (``--resume`` continues it).
     """
-    import sys
-
-    from vinaflow.experiments.pipeline import environment
-
     cfg = resolve_flow_config(config)
     out_dir = Path(out) if out is not None else None
     target = make_target(cfg["target"])
@@ -490,50 +473,58 @@ def run_flow(
         **{**cfg["training"], "progress": progress and cfg["training"].get("progress", True)}
     )
     data = make_splits(target, cfg["data"], tcfg.seed)
+    checkpoints: tuple[Path, ...] = ()
     if out_dir is not None:
-        if resume and not (out_dir / "checkpoint.pt").is_file():
-            # Killed before its first checkpoint (or never started): nothing to resume.
-            print(f"[vinaflow] --resume: no checkpoint in {out_dir}; training from step 0",
-                  file=sys.stderr)  # fmt: skip
-            resume = False
+        checkpoints = (out_dir / "checkpoint.pt", out_dir / "pretrain_checkpoint.pt")
+        if resume:
+            check_resumable(out_dir, cfg, resolve_flow_config, _TRAINED_SECTIONS)
+            if not any(c.is_file() for c in checkpoints):
+                # Killed before its first checkpoint (or never started): nothing to resume.
+                print(f"[vinaflow] --resume: no checkpoint in {out_dir}; training from step 0",
+                      file=sys.stderr)  # fmt: skip
+                resume = False
         out_dir.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out_dir)
+        if resume:
+            for c in checkpoints:
+                upgrade_flow_checkpoint(c)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
         with atomic_path(out_dir / "heldout.npz", suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, x=data.x_test.numpy())
+    model, pre = None, None
+    if cfg["pretraining"]:
+        pre_tcfg = TrainingConfig(**_stage_training(dataclasses.asdict(tcfg), cfg["pretraining"]))
+        pre_ckpt = checkpoints[1] if checkpoints else None
+        model, pre = fit_flow(
+            data.x,
+            cfg["model"],
+            cfg["pretraining"]["objective"],
+            pre_tcfg,
+            data.x_val,
+            checkpoint=pre_ckpt,
+            # A finished stage is reloaded, not retrained: it returns at once.
+            resume=resume and pre_ckpt is not None and pre_ckpt.is_file(),
+        )
     model, result = fit_flow(
         data.x,
         cfg["model"],
         cfg["objective"],
         tcfg,
         data.x_val,
-        checkpoint=None if out_dir is None else out_dir / "checkpoint.pt",
-        resume=resume,
+        checkpoint=checkpoints[0] if checkpoints else None,
+        resume=resume and checkpoints[0].is_file(),
+        model=model,
     )
     plots = None
     if out_dir is not None and cfg["evaluation"].get("plots", True):
         plots = out_dir / "plots"
         plots.mkdir(exist_ok=True)
     metrics = evaluate_flow(model, data.x_test, cfg["evaluation"], plots, target)
-    metrics.update(
-        train_seconds=result.train_seconds,
-        train_steps=result.steps,
-        stopped=result.stopped,
-        retries=result.retries,
-        seed=tcfg.seed,
-        target=target.describe(),
-        environment=environment(),
-    )
+    metrics.update(training_metrics(result, tcfg.seed), target=target.describe())
+    if pre is not None:
+        metrics["train_seconds"] += pre.train_seconds
+        metrics.update(pretrain_steps=pre.steps, pretrain_seconds=pre.train_seconds)
     if out_dir is not None:
-        from vinaflow.evaluation.plots import plot_training_history
-        from vinaflow.models.serialization import save_model
-
-        save_model(model, out_dir, extra={"target": cfg["target"]})
-        atomic_write_json(out_dir / "history.json", result.history)
-        if plots is not None:
-            plot_training_history(result.history, plots / "loss_curves.png")
-        _write_report(out_dir, cfg, metrics)
-        # Last: metrics.json marks a finished run (the CLI refuses to overwrite it), so
-        # a run killed before this point is resumed, not mistaken for a complete one.
-        atomic_write_json(out_dir / "metrics.json", metrics)
-    return FlowRunResult(cfg, model, target, result, metrics)
+        write_run_folder(out_dir, model, cfg, metrics, result.history, plots, "target")
+    return FlowRunResult(cfg, model, target, result, metrics, data.x_test)

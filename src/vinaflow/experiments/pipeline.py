@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ import yaml
 from torch import Tensor
 
 from vinaflow import objectives
-from vinaflow.config import SECTIONS, resolve_config
+from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError
 from vinaflow.evaluation.posterior import PosteriorScores, score_posterior
 from vinaflow.models import AmortizedModel, Posterior
@@ -48,19 +48,25 @@ __all__ = [
     "Dataset",
     "RunResult",
     "check_output_dir",
+    "check_resumable",
     "build_objective",
     "environment",
     "evaluate_posterior",
     "noise_augmentation_inputs",
     "peak_memory_mb",
     "prepare_data",
+    "remove_temporaries",
     "run",
+    "training_metrics",
+    "write_run_folder",
 ]
 
 #: Files of a run folder written through ``atomic_path`` (temporaries: ``.NAME.*``).
 OUTPUT_FILES = (
     "config.yaml",
     "checkpoint.pt",
+    "pretrain_checkpoint.pt",
+    "heldout.npz",
     "model.safetensors",
     "model.json",
     "history.json",
@@ -89,6 +95,48 @@ class RunResult:
     problem: Problem
     train: TrainResult
     metrics: dict[str, Any]
+
+
+def training_metrics(result: TrainResult, seed: int) -> dict[str, Any]:
+    """What every run records about its training and environment."""
+    return {
+        "train_seconds": result.train_seconds,
+        "train_steps": result.steps,
+        "stopped": result.stopped,
+        "retries": result.retries,
+        "seed": seed,
+        "peak_memory_mb": peak_memory_mb(),
+        "environment": environment(),
+    }
+
+
+def write_run_folder(
+    out_dir: Path,
+    model: AmortizedModel,
+    cfg: Mapping[str, Any],
+    metrics: dict[str, Any],
+    history: Mapping[str, Any],
+    plots: Path | None,
+    source: str,
+) -> None:
+    """Model files, history, loss curves, ``report.md``, then ``metrics.json``.
+
+    ``source`` is the config section saved with the model (``problem`` or ``target``).
+    """
+    # matplotlib (plots) and safetensors (model files) load only when a folder is written.
+    from vinaflow.evaluation.plots import plot_training_history
+    from vinaflow.experiments.report import write_run_report
+    from vinaflow.models.serialization import save_model
+
+    save_model(model, out_dir, extra={source: cfg[source]})
+    atomic_write_json(out_dir / "history.json", history)
+    if plots is not None:
+        plot_training_history(history, plots / "loss_curves.png")
+    write_run_report(out_dir, cfg, metrics)
+    # Last: metrics.json marks a finished run (the CLI refuses to overwrite it), so a run
+    # killed before this point is resumed, not mistaken for a complete one.
+    metrics["peak_memory_mb"] = peak_memory_mb()
+    atomic_write_json(out_dir / "metrics.json", metrics)
 
 
 def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -134,8 +182,17 @@ def peak_memory_mb() -> float | None:
     return round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
 
-def _check_resumable(out_dir: Path, cfg: Mapping[str, Any]) -> None:
-    """Refuse ``--resume`` with a config that trains something else than the checkpoint."""
+def check_resumable(
+    out_dir: Path,
+    cfg: Mapping[str, Any],
+    resolve: Callable[[Mapping[str, Any]], dict[str, Any]] = resolve_config,
+    sections: Sequence[str] = ("problem", "model", "objective", "training"),
+) -> None:
+    """Refuse ``--resume`` with a config that trains something else than the checkpoint.
+
+    ``resolve`` is the config's resolver (:func:`~vinaflow.config.resolve_config`, or
+    the flow configs' one) and ``sections`` those that decide what is trained.
+    """
     path = out_dir / "config.yaml"
     try:
         old = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -147,9 +204,9 @@ def _check_resumable(out_dir: Path, cfg: Mapping[str, Any]) -> None:
     # without the defaults later versions list): both configs are resolved with the
     # current defaults, so only settings that differ count. A config the resolver no
     # longer accepts is compared as written.
-    old, cfg = _resolved(old), _resolved(cfg)
+    old, cfg = _resolved(old, resolve), _resolved(cfg, resolve)
     changed = []
-    for section in ("problem", "model", "objective", "training"):
+    for section in sections:
         a, b = old.get(section) or {}, cfg.get(section) or {}
         for key in sorted(set(a) | set(b)):
             if section == "training" and key in RESUMABLE_TRAINING_KEYS:
@@ -163,16 +220,21 @@ def _check_resumable(out_dir: Path, cfg: Mapping[str, Any]) -> None:
         )
 
 
-def _resolved(cfg: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``cfg``'s sections resolved with the current defaults, or ``cfg`` as given where
-    the resolver refuses it."""
+def _resolved(
+    cfg: Mapping[str, Any], resolve: Callable[[Mapping[str, Any]], dict[str, Any]]
+) -> Mapping[str, Any]:
+    """``cfg`` resolved with the current defaults, or as given where ``resolve`` refuses it."""
     try:
-        return resolve_config({k: v for k, v in cfg.items() if k in SECTIONS})
+        return resolve({k: v for k, v in cfg.items() if k != "vinaflow_version"})
     except ConfigError:
         return cfg
 
 
-def _remove_temporaries(out_dir: Path) -> None:
+#: The name of earlier versions.
+_check_resumable = check_resumable
+
+
+def remove_temporaries(out_dir: Path) -> None:
     """Delete half-written temporaries of a killed run (a SIGKILL skips their cleanup)."""
     for name in OUTPUT_FILES:
         for tmp in out_dir.glob(f".{name}.*"):
@@ -257,7 +319,7 @@ def run(
     job = fitting.prepare_training(model, cfg["objective"], tcfg, data, problem)
     if out_dir is not None:
         if resume:
-            _check_resumable(out_dir, cfg)
+            check_resumable(out_dir, cfg)
             if not (out_dir / "checkpoint.pt").is_file():
                 # Killed before its first checkpoint (or never started): nothing to resume.
                 print(
@@ -266,7 +328,7 @@ def run(
                 )
                 resume = False
         out_dir.mkdir(parents=True, exist_ok=True)
-        _remove_temporaries(out_dir)
+        remove_temporaries(out_dir)
         atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     result = job.run(
         checkpoint=None if out_dir is None else out_dir / "checkpoint.pt", resume=resume
@@ -287,28 +349,7 @@ def run(
             cfg["evaluation"],
             c2st_per_observation=metrics.get("per_observation", {}).get("c2st"),
         )
-    metrics.update(
-        train_seconds=result.train_seconds,
-        train_steps=result.steps,
-        stopped=result.stopped,
-        retries=result.retries,
-        seed=tcfg.seed,
-        problem=problem.name,
-        peak_memory_mb=peak_memory_mb(),
-        environment=environment(),
-    )
+    metrics.update(training_metrics(result, tcfg.seed), problem=problem.name)
     if out_dir is not None:
-        from vinaflow.evaluation.plots import plot_training_history
-        from vinaflow.experiments.report import write_run_report
-        from vinaflow.models.serialization import save_model
-
-        save_model(model, out_dir, extra={"problem": cfg["problem"]})
-        atomic_write_json(out_dir / "history.json", result.history)
-        if plots is not None:
-            plot_training_history(result.history, plots / "loss_curves.png")
-        write_run_report(out_dir, cfg, metrics)
-        # Last: metrics.json marks a finished run (the CLI refuses to overwrite it), so
-        # a run killed before this point is resumed, not mistaken for a complete one.
-        metrics["peak_memory_mb"] = peak_memory_mb()
-        atomic_write_json(out_dir / "metrics.json", metrics)
+        write_run_folder(out_dir, model, cfg, metrics, result.history, plots, "problem")
     return RunResult(cfg, model, posterior, problem, result, metrics)

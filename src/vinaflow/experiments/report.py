@@ -1,4 +1,11 @@
-"""Markdown reports and plain-text metric tables."""
+"""The run report (``report.md``) and the plain-text metrics table of the CLI.
+
+One writer for ``vinaflow run`` and ``vinaflow flow`` folders: a header (problem or
+target, model, objective, training), then the sections whose metrics exist: the
+posterior's metrics against ground truth (:data:`HEADLINE_METRICS`) or the flow's
+against held-out target samples (:data:`FLOW_METRICS`), plots, the importance-sampled
+posterior, the certificate, the environment and the resolved config.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,7 @@ import yaml
 from vinaflow.atomic import atomic_write_text
 
 __all__ = [
+    "FLOW_METRICS",
     "HEADLINE_METRICS",
     "IMPORTANCE_METRICS",
     "format_importance",
@@ -28,6 +36,21 @@ HEADLINE_METRICS = {
     "ci_width": "mean 95% credible-interval width",
     "coverage": "coverage of 95% marginal credible intervals",
     "coverage_joint": "coverage of 95% joint credible regions",
+    "train_seconds": "training time [s]",
+    "sampling_seconds_per_10k": "sampling time per 10,000 samples [s]",
+}
+
+
+#: Metrics of an unconditional flow (a run whose config has a ``target``).
+FLOW_METRICS = {
+    "w1": "Wasserstein-1 to held-out data (exact OT)",
+    "w1_slog": "W1 on the signed-log scale sign(x) log(1+|x|)",
+    "mmd": "MMD^2 to held-out data (Gaussian kernel)",
+    "precision": "k-NN precision (model samples on the data manifold)",
+    "recall": "k-NN recall (data on the model manifold)",
+    "test_nll": "held-out negative log-likelihood [nats/sample]",
+    "target_nll": "same for the true density (lower bound in expectation)",
+    "q99_ratio": "model's 99% quantile / the data's (1-D)",
     "train_seconds": "training time [s]",
     "sampling_seconds_per_10k": "sampling time per 10,000 samples [s]",
 }
@@ -82,18 +105,65 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _is_flow(values: Mapping[str, Any]) -> bool:
+    """Whether a config or metrics mapping is an unconditional flow's (it has a target)."""
+    return "target" in values
+
+
 def format_metrics_table(metrics: Mapping[str, Any]) -> str:
-    """A two-column plain-text table of the headline metrics (and, when computed, those
-    of the importance-sampled posterior, prefixed ``is_``)."""
-    rows = [(k, _fmt(metrics.get(k))) for k in HEADLINE_METRICS if k in metrics]
+    """A two-column plain-text table of the headline metrics of a run or a flow (and,
+    when computed, those of the importance-sampled posterior, prefixed ``is_``, and the
+    certificate's estimate and TV bound)."""
+    meanings = FLOW_METRICS if _is_flow(metrics) else HEADLINE_METRICS
+    rows = [(k, _fmt(metrics.get(k))) for k in meanings if k in metrics]
     imp = metrics.get("importance") or {}
     rows += [(f"is_{k}", _fmt(imp[k])) for k in ("c2st", "coverage", "efficiency") if k in imp]
+    cert = metrics.get("certificate") or {}
+    if "estimate" in cert:
+        rows.append((f"D_{cert.get('divergence')} estimate", _fmt(cert["estimate"])))
+        rows.append(("TV bound (estimate)", _fmt(cert.get("tv_bound"))))
     width = max(len(k) for k, _ in rows) if rows else 0
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
 
+def _flow_header(cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    t, m, o = cfg["target"], cfg["model"], cfg["objective"]
+    pre = cfg.get("pretraining") or {}
+    lines = [
+        f"- target: `{t.get('name') or t.get('data')}` {dict(t)}",
+        f"- model: normalizing flow (`cinn` without observation) `{m['arch']}`, "
+        f"{m['blocks']} blocks, hidden {m['hidden']}, base `{m.get('base', 'gaussian')}`, "
+        f"normalization `{m.get('normalization')}`",
+        f"- objective: `{o['name']}` {dict(o)} (P = data, Q = model)",
+    ]
+    if pre:
+        lines.append(
+            f"- pretraining: `{pre['objective']['name']}`, "
+            f"{metrics.get('pretrain_steps')} steps, then the objective above"
+        )
+    return lines + [
+        f"- seed {metrics.get('seed')}, steps {metrics.get('train_steps')} "
+        f"(stopped by {metrics.get('stopped')})",
+    ]
+
+
 def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> None:
-    lines = ["# vinaflow run report", ""]
+    """``out_dir/report.md`` of a ``vinaflow run`` or ``vinaflow flow`` folder."""
+    flow = _is_flow(cfg)
+    header, meanings = (_flow_header, FLOW_METRICS) if flow else (_run_header, HEADLINE_METRICS)
+    lines = [
+        f"# vinaflow {'flow' if flow else 'run'} report",
+        "",
+        *header(cfg, metrics),
+        "",
+        *_metric_rows(metrics, meanings),
+        "",
+        *_sections(out_dir, cfg, metrics),
+    ]
+    atomic_write_text(out_dir / "report.md", "\n".join(lines))
+
+
+def _run_header(cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
     p, m, o = cfg["problem"], cfg["model"], cfg["objective"]
     desc = p.get("name") or p.get("simulator") or p.get("bank")
     obj = o["name"] + (
@@ -103,7 +173,7 @@ def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str
         if o["name"] != "nll"
         else ""
     )
-    lines += [
+    return [
         f"- problem: `{desc}`",
         f"- model: `{m['kind']}` / `{m['arch']}`, {m['blocks']} blocks, hidden {m['hidden']}",
         f"- objective: {obj}",
@@ -111,10 +181,12 @@ def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str
         f"(stopped by {metrics.get('stopped')})",
         f"- evaluated on {metrics.get('num_observations')} held-out observations x "
         f"{metrics.get('num_samples')} samples",
-        "",
-        *_metric_rows(metrics, HEADLINE_METRICS),
-        "",
     ]
+
+
+def _sections(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]:
+    """Plots, importance sampling and certificate where present; environment and config."""
+    lines = []
     plots = sorted((out_dir / "plots").glob("*.png")) if (out_dir / "plots").exists() else []
     if plots:
         lines += ["## Plots", ""]
@@ -141,4 +213,4 @@ def write_run_report(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str
         "```",
         "",
     ]
-    atomic_write_text(out_dir / "report.md", "\n".join(lines))
+    return lines

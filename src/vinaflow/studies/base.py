@@ -1,11 +1,15 @@
 """The study registry: the VINA paper's experiments (arXiv 2602.20480) as one command each.
 
 The paper's studies are defined in :mod:`vinaflow.studies.kinematics` (the robot arm)
-and :mod:`vinaflow.studies.ocean` (geoacoustic inversion) and registered on import.
+and :mod:`vinaflow.studies.ocean` (geoacoustic inversion), the unconditional-flow
+studies in :mod:`vinaflow.studies.flows`; each registers its studies on import.
 A :class:`Study` is a base config, grid axes, a seed range, a ``quick`` variant (for
 CI and a first look; every quick study finishes in under 10 minutes on 2 cores) and
 the report figures. ``vinaflow study NAME --out DIR`` runs it as a resumable sweep
-(:mod:`vinaflow.studies.sweep`) and then ``vinaflow report DIR``.
+(:mod:`vinaflow.studies.sweep`) and then ``vinaflow report DIR``. A study of
+``kind: "flow"`` has ``vinaflow flow`` configs as its runs (an unconditional flow is a
+conditional INN with no observation); the sweep, its results file and the report are
+the same.
 
 Adding studies from another module
 ----------------------------------
@@ -45,6 +49,10 @@ Interface details:
 * ``demo_observations``: observations at which every run saves posterior samples
   (``DIR/samples/ID.npz``) for figures such as the arm plots.
 * ``metrics``: the record metrics of the report table.
+* ``kind``: ``"run"`` (``base`` is a ``vinaflow run`` config) or ``"flow"`` (a
+  ``vinaflow flow`` config); flow runs of the first seed save ``demo_samples`` model
+  and held-out samples for the figures.
+* ``metrics_note``: the report's sentence on what the metrics mean.
 """
 
 from __future__ import annotations
@@ -59,6 +67,7 @@ from vinaflow.errors import ConfigError
 from vinaflow.studies.grid import Axis, Sweep, apply_patch, parse_seeds
 
 __all__ = [
+    "POSTERIOR_METRICS_NOTE",
     "STUDIES",
     "STUDY_MODULES",
     "Study",
@@ -77,9 +86,19 @@ STUDY_MODULES: dict[str, str] = {
     "latent-dim": "vinaflow.studies.kinematics",
     "sinkhorn-blur": "vinaflow.studies.kinematics",
     "ocean-acoustics": "vinaflow.studies.ocean",
+    "support-mismatch": "vinaflow.studies.flows",
+    "heavy-tails": "vinaflow.studies.flows",
+    "precision-recall": "vinaflow.studies.flows",
 }
 
 DEFAULT_METRICS = ("resim_error", "c2st", "w1", "train_seconds")
+
+#: What the default metrics mean (the report's sentence under the run counts).
+POSTERIOR_METRICS_NOTE = (
+    "Metrics are means ± standard deviations over seeds: re-simulation error "
+    "`mean ||f(x_hat) - y*||`, C2ST accuracy and W1 distance to the ground-truth "
+    "posterior (0.5 and 0 are perfect), training wall time."
+)
 
 
 @dataclass
@@ -97,6 +116,8 @@ class Study:
     demo_observations: Sequence[Sequence[float]] = ()
     demo_samples: int = 200
     metrics: Sequence[str] = DEFAULT_METRICS
+    kind: str = "run"
+    metrics_note: str = POSTERIOR_METRICS_NOTE
 
     def sweep(self, quick: bool = False, seeds: str | None = None) -> Sweep:
         """The study's sweep; ``quick`` applies the quick variant, ``seeds`` overrides."""
@@ -117,6 +138,7 @@ class Study:
             exclude=self.exclude,
             demo_observations=[list(map(float, o)) for o in self.demo_observations],
             demo_samples=self.demo_samples,
+            kind=self.kind,
         )
 
     def figure_functions(self) -> list[Callable[..., Any]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from vinaflow.config import SECTIONS, _parse_scalar, resolve_config
 from vinaflow.errors import ConfigError
+from vinaflow.experiments.generative import FLOW_SECTIONS, resolve_flow_config
 from vinaflow.problems.registry import BUILTIN_PROBLEMS, DATA_KEYS, problem_parameters
 
 __all__ = ["Axis", "Sweep", "SweepTask", "apply_patch", "config_hash", "parse_grid", "parse_seeds"]
@@ -91,6 +92,13 @@ def parse_seeds(text: str | Sequence[int]) -> list[int]:
 
 
 # -- model -------------------------------------------------------------------------------
+#: Sweep kind -> (config resolver, config sections).
+RESOLVERS: dict[str, tuple[Callable[[Mapping[str, Any]], dict[str, Any]], Sequence[str]]] = {
+    "run": (resolve_config, SECTIONS),
+    "flow": (resolve_flow_config, FLOW_SECTIONS),
+}
+
+
 @dataclass
 class Axis:
     """A named list of ``(label, patch)`` values; see the module docstring."""
@@ -125,6 +133,9 @@ class Sweep:
     ``exclude(params)`` may drop combinations that make no sense (labels by axis).
     ``demo_observations``: observations at which each run saves ``demo_samples``
     posterior samples to ``DIR/samples/ID.npz`` (for figures such as arm plots).
+    ``kind``: ``"run"`` (``vinaflow run`` configs: posteriors) or ``"flow"``
+    (``vinaflow flow`` configs: unconditional flows, whose first seed's runs save
+    ``demo_samples`` model and held-out samples instead).
     """
 
     base: Mapping[str, Any]
@@ -133,6 +144,15 @@ class Sweep:
     exclude: Callable[[Mapping[str, str]], bool] | None = None
     demo_observations: list[list[float]] = field(default_factory=list)
     demo_samples: int = 200
+    kind: str = "run"
+
+    def __post_init__(self) -> None:
+        if self.kind not in RESOLVERS:
+            raise ConfigError(f"sweep kind {self.kind!r}: allowed {', '.join(RESOLVERS)}")
+
+    def resolve(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """A run's config resolved and validated by the resolver of the sweep's kind."""
+        return RESOLVERS[self.kind][0](raw)
 
     @property
     def base_hash(self) -> str:
@@ -153,7 +173,7 @@ class Sweep:
                     apply_patch(raw, patch)
                 raw.setdefault("training", {})
                 raw["training"] = {**(raw["training"] or {}), "seed": seed}
-                cfg = resolve_config(raw)
+                cfg = self.resolve(raw)
                 rid = config_hash({"base": self.base_hash, "params": params, "seed": seed})
                 out.append(SweepTask(rid, params, seed, cfg))
         if not out:
@@ -164,21 +184,22 @@ class Sweep:
         """Check every axis key against the config schema; errors name the key."""
         if not self.seeds:
             raise ConfigError("the sweep has no seeds")
-        base = resolve_config(copy.deepcopy(dict(self.base)))
+        base = self.resolve(copy.deepcopy(dict(self.base)))
+        sections = RESOLVERS[self.kind][1]
         for axis in self.axes:
             if not axis.values:
                 raise ConfigError(f"grid axis {axis.name!r} has no values")
             for label, patch in axis.values:
                 for key in patch:
                     section = key.split(".", 1)[0]
-                    if section not in SECTIONS:
+                    if section not in sections:
                         raise ConfigError(
                             f"--grid {key}: unknown section {section!r}; "
-                            f"allowed: {', '.join(SECTIONS)}"
+                            f"allowed: {', '.join(sections)}"
                         )
                     if key.count(".") > 1 and section != "objective":
                         raise ConfigError(f"--grid {key}: keys are section.key (one dot)")
-                    if section == "problem" and "." in key:
+                    if section == "problem" and "." in key and self.kind == "run":
                         _check_problem_key(base["problem"], key)
                 raw = copy.deepcopy(dict(self.base))
                 # The other axes at their first value: some keys are only valid together
@@ -188,7 +209,7 @@ class Sweep:
                         apply_patch(raw, other.values[0][1])
                 apply_patch(raw, patch)
                 try:
-                    resolve_config(raw)
+                    self.resolve(raw)
                 except ConfigError as err:
                     raise ConfigError(f"--grid {axis.name}={label}: {err}") from err
 

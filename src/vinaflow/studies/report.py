@@ -5,6 +5,10 @@ Reads ``DIR/sweep.json`` and ``DIR/results.jsonl`` (see
 ``DIR/plots/*.png``. A study's figures come from its registry entry
 (:mod:`vinaflow.studies.base`; e.g. the paper's arm figures in
 :mod:`vinaflow.studies.kinematics`); a plain sweep gets :func:`figure_metric_bars`.
+
+Flow-study folders of earlier versions (``DIR/study.json`` with the grid as a list of
+parameter mappings, records without ``id``, samples in ``DIR/samples/INDEX.npz``) are
+read as well: their records are given the study's axis labels.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from vinaflow.atomic import atomic_write_json, atomic_write_text
 from vinaflow.config import resolve_config
 from vinaflow.errors import DataError
 from vinaflow.problems import make_problem
-from vinaflow.studies.base import get_study
+from vinaflow.studies.base import POSTERIOR_METRICS_NOTE, get_study
 from vinaflow.studies.results import load_results
 
 __all__ = [
@@ -45,6 +49,11 @@ _METRIC_NAMES = {
     "is_c2st": "C2ST (flow + IS)",
     "is_coverage": "95% coverage (flow + IS)",
     "is_efficiency": "IS efficiency",
+    "w1_slog": "W1 (slog scale)",
+    "q99_ratio": "q99 ratio",
+    "precision": "precision",
+    "recall": "recall",
+    "test_outside_support": "outside support",
 }
 
 
@@ -96,6 +105,19 @@ class StudyData:
         except (OSError, ValueError, KeyError):
             return None
 
+    def flow_samples(self, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Held-out and model samples ``(data, model)`` saved by a flow run, if any."""
+        name = record.get("samples_file") or f"{record['id']}.npz"
+        path = self.directory / "samples" / name
+        if not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                # "model": the key of folders written by earlier versions
+                return f["data"], f["samples"] if "samples" in f else f["model"]
+        except (OSError, ValueError, KeyError):
+            return None
+
     def problem(self) -> Any:
         """The problem of the sweep's base config."""
         return make_problem(resolve_config(self.meta["base"])["problem"])
@@ -107,6 +129,8 @@ def load_study_data(directory: str | Path) -> StudyData:
     if not d.is_dir():
         raise DataError(f"report: folder not found: {d}")
     meta_path = d / "sweep.json"
+    if not meta_path.is_file() and (d / "study.json").is_file():
+        return _load_earlier_flow_study(d)
     if not meta_path.is_file():
         raise DataError(f"report: {d} has no sweep.json (not a sweep or study output folder)")
     try:
@@ -119,6 +143,48 @@ def load_study_data(directory: str | Path) -> StudyData:
         # A run recorded twice (e.g. --retry-failed): the last record wins.
         last = {r["id"]: r for r in records}
         records = list(last.values())
+    return StudyData(d, meta, records)
+
+
+def _load_earlier_flow_study(d: Path) -> StudyData:
+    """A flow-study folder of an earlier version, with the axes of the registered study."""
+    try:
+        old = json.loads((d / "study.json").read_text(encoding="utf-8"))
+        name, grid, seeds = old["study"], old["grid"], old["seeds"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise DataError(f"report: {d / 'study.json'} is not a study description ({err})") from err
+    sweep = get_study(name).sweep(quick=bool(old.get("quick")))
+    meta = {
+        "study": name,
+        "quick": bool(old.get("quick")),
+        "seeds": list(seeds),
+        "kind": sweep.kind,
+        "axes": [
+            {"name": a.name, "values": [[lab, dict(p)] for lab, p in a.values]} for a in sweep.axes
+        ],  # fmt: skip
+        "num_tasks": len(grid) * len(seeds),
+    }
+
+    def labels(params: Mapping[str, Any]) -> dict[str, str]:
+        return {k: "none" if v is None else str(v) for k, v in params.items()}
+
+    index = {json.dumps(labels(p), sort_keys=True): i for i, p in enumerate(grid)}
+    records = []
+    path = d / "results.jsonl"
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            r = json.loads(line)
+            params, seed = labels(r["params"]), r["seed"]
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as err:
+            raise DataError(f"report: {path} line {n} is not a study record ({err})") from err
+        rec = {**r, "params": params, "id": r.get("id") or f"{r.get('label')}/seed={seed}"}
+        i = index.get(json.dumps(params, sort_keys=True))
+        if i is not None and seeds and seed == seeds[0]:
+            rec["samples_file"] = f"{i}.npz"
+        records.append(rec)
     return StudyData(d, meta, records)
 
 
@@ -223,6 +289,7 @@ def write_study_report(directory: str | Path) -> Path:
     if data.meta.get("quick"):
         lines += ["*Quick variant* (short training, few observations): indicative only.", ""]
     seeds = data.meta.get("seeds", [])
+    note = study.metrics_note if study else POSTERIOR_METRICS_NOTE
     lines += [
         f"- runs: {n_ok} finished, {len(data.records) - n_ok} failed, "
         f"{data.meta.get('num_tasks', '?')} in the grid",
@@ -230,9 +297,7 @@ def write_study_report(directory: str | Path) -> Path:
         f"- grid: {', '.join(data.axes) or '(none)'}",
         f"- total training time: {total_train:.0f} s",
         "",
-        "Metrics are means ± standard deviations over seeds: re-simulation error "
-        "`mean ||f(x_hat) - y*||`, C2ST accuracy and W1 distance to the ground-truth "
-        "posterior (0.5 and 0 are perfect), training wall time.",
+        note,
         "",
         _markdown_table(data, rows, metrics),
         "",

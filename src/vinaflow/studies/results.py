@@ -16,7 +16,13 @@ from typing import Any
 from vinaflow.atomic import atomic_write_text
 from vinaflow.errors import DataError
 
-__all__ = ["RECORD_METRICS", "RESULTS_FILE", "load_results", "write_results"]
+__all__ = [
+    "FLOW_RECORD_METRICS",
+    "RECORD_METRICS",
+    "RESULTS_FILE",
+    "load_results",
+    "write_results",
+]
 
 RESULTS_FILE = "results.jsonl"
 
@@ -36,6 +42,25 @@ RECORD_METRICS = (
     "stopped",
     "retries",
     "peak_memory_mb",
+    "sampling_seconds_per_10k",
+)
+
+#: Scalar metrics copied from a flow run's ``metrics.json`` into its record.
+FLOW_RECORD_METRICS = (
+    "w1",
+    "w1_slog",
+    "mmd",
+    "precision",
+    "recall",
+    "test_nll",
+    "test_outside_support",
+    "q99_ratio",
+    "nonfinite_samples",
+    "train_seconds",
+    "train_steps",
+    "pretrain_steps",
+    "stopped",
+    "retries",
     "sampling_seconds_per_10k",
 )
 

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 
 from vinaflow.errors import ConfigError, VinaflowError
-from vinaflow.experiments import pipeline
+from vinaflow.experiments import generative, pipeline
 from vinaflow.runtime import available_cpus, tune_allocator
-from vinaflow.studies.results import RECORD_METRICS
+from vinaflow.studies.results import FLOW_RECORD_METRICS, RECORD_METRICS
 
 __all__ = [
     "check_ray_address",
@@ -37,7 +37,11 @@ __all__ = [
 
 
 def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """Train and evaluate one run; a failure is recorded (``status: failed``), not raised."""
+    """Train and evaluate one run; a failure is recorded (``status: failed``), not raised.
+
+    ``payload["kind"]`` says which pipeline: ``"run"`` (:func:`vinaflow.experiments.pipeline.run`,
+    the default) or ``"flow"`` (:func:`vinaflow.experiments.generative.run_flow`).
+    """
     torch.set_num_threads(1)
     tune_allocator()  # idempotent; Ray workers do not run the pool initializer
     t0 = time.perf_counter()
@@ -49,32 +53,57 @@ def execute_task(payload: Mapping[str, Any]) -> dict[str, Any]:
     }
     out = payload.get("run_dir")
     try:
-        if out is not None:
-            resume = (Path(out) / "checkpoint.pt").exists()
-            result = pipeline.run(payload["config"], out, resume=resume, progress=False)
+        if payload.get("kind", "run") == "flow":
+            rec.update(_execute_flow(payload, out))
         else:
-            result = pipeline.run(payload["config"], None, progress=False)
-        m = result.metrics
-        rec["metrics"] = {
-            k: v for k, v in m.items() if k in RECORD_METRICS or k.startswith("sq_error_")
-        }
-        imp = m.get("importance") or {}
-        for k in ("c2st", "coverage", "efficiency"):  # flat keys for the study tables
-            if imp.get(k) is not None:
-                rec["metrics"][f"is_{k}"] = imp[k]
-        rec["status"] = "ok"
-        demo = payload.get("demo_observations") or []
-        if demo:
-            y = torch.tensor(demo, dtype=torch.get_default_dtype())
-            g = torch.Generator().manual_seed(int(payload["seed"]))
-            s = result.posterior.sample(y, int(payload.get("demo_samples", 200)), generator=g)
-            rec["_demo"] = s.numpy().astype(np.float32)
+            rec.update(_execute_run(payload, out))
     except VinaflowError as err:
         rec["status"], rec["error"] = "failed", f"{type(err).__name__}: {err}"
     except Exception as err:  # a bug in one configuration must not stop a long sweep
         rec["status"], rec["error"] = "failed", f"{type(err).__name__}: {err}"
         rec["traceback"] = traceback.format_exc(limit=8)
     rec["wall_seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def _execute_run(payload: Mapping[str, Any], out: str | None) -> dict[str, Any]:
+    """The record fields of one posterior run, with the demo observations' samples."""
+    resume = out is not None and (Path(out) / "checkpoint.pt").exists()
+    result = pipeline.run(payload["config"], out, resume=resume, progress=False)
+    m = result.metrics
+    rec: dict[str, Any] = {
+        "metrics": {k: v for k, v in m.items() if k in RECORD_METRICS or k.startswith("sq_error_")},
+        "status": "ok",
+    }
+    imp = m.get("importance") or {}
+    for k in ("c2st", "coverage", "efficiency"):  # flat keys for the study tables
+        if imp.get(k) is not None:
+            rec["metrics"][f"is_{k}"] = imp[k]
+    demo = payload.get("demo_observations") or []
+    if demo:
+        y = torch.tensor(demo, dtype=torch.get_default_dtype())
+        g = torch.Generator().manual_seed(int(payload["seed"]))
+        s = result.posterior.sample(y, int(payload.get("demo_samples", 200)), generator=g)
+        rec["_demo"] = s.numpy().astype(np.float32)
+    return rec
+
+
+def _execute_flow(payload: Mapping[str, Any], out: str | None) -> dict[str, Any]:
+    """The record fields of one flow run; ``payload["flow_demo"]`` model samples and as
+    many held-out rows are returned under ``_demo`` for the report's figures."""
+    resume = out is not None and (Path(out) / "checkpoint.pt").exists()
+    result = generative.run_flow(payload["config"], out, resume=resume, progress=False)
+    rec: dict[str, Any] = {
+        "metrics": {k: v for k, v in result.metrics.items() if k in FLOW_RECORD_METRICS},
+        "status": "ok",
+    }
+    n = int(payload.get("flow_demo") or 0)
+    if n:
+        g = torch.Generator().manual_seed(int(payload["seed"]))
+        rec["_demo"] = {
+            "samples": result.model.sample(n, generator=g).numpy().astype(np.float32),
+            "data": result.x_test[:n].numpy().astype(np.float32),
+        }
     return rec
 
 

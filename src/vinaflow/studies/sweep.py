@@ -12,6 +12,8 @@ Output folder::
     DIR/sweep.json       base config, axes, seeds (rewritten each invocation)
     DIR/results.jsonl    one JSON record per finished run (see below)
     DIR/samples/ID.npz   posterior samples at the sweep's demo observations, if any
+                         (flow sweeps: model ``samples`` and held-out ``data`` of the
+                         first seed's runs)
     DIR/runs/ID/         full run folders, only with ``save_runs`` (shared filesystem)
 
 ``results.jsonl`` is only ever written by the driver process, and always as a whole
@@ -103,6 +105,11 @@ def run_sweep(
             check_ray_address(ray_address)
     out = Path(out)
     tasks = sweep.tasks()
+    if (out / "study.json").is_file() and not (out / "sweep.json").is_file():
+        raise ConfigError(
+            f"{out} holds a flow study written by an earlier version (study.json, records "
+            "without id): `vinaflow report` reads it; run into another --out"
+        )
     records = load_results(out)  # before anything is written: a damaged file stops here
     other = {r.get("base_hash") for r in records} - {sweep.base_hash}
     if other:
@@ -126,6 +133,7 @@ def run_sweep(
             ],
             "seeds": sweep.seeds,
             "demo_observations": sweep.demo_observations,
+            "kind": sweep.kind,
             "num_tasks": len(tasks),
             **(dict(meta) if meta else {}),
         },
@@ -150,7 +158,10 @@ def run_sweep(
             "config": t.config,
             "demo_observations": sweep.demo_observations,
             "demo_samples": sweep.demo_samples,
+            "kind": sweep.kind,
         }
+        if sweep.kind == "flow" and t.seed == sweep.seeds[0]:
+            p["flow_demo"] = sweep.demo_samples
         if save_runs:
             p["run_dir"] = str((out / "runs" / t.id).resolve())
         payloads.append(p)
@@ -160,20 +171,23 @@ def run_sweep(
     def on_done(rec: dict[str, Any]) -> None:
         demo = rec.pop("_demo", None)
         if demo is not None:
+            arrays = (
+                demo
+                if isinstance(demo, dict)  # a flow run's model and held-out samples
+                else {"samples": demo, "observations": np.asarray(sweep.demo_observations)}
+            )
             with atomic_path(out / "samples" / f"{rec['id']}.npz", suffix=".npz") as tmp:
                 with open(tmp, "wb") as fh:
-                    np.savez(fh, samples=demo, observations=np.asarray(sweep.demo_observations))
+                    np.savez(fh, **arrays)
         rec["base_hash"] = sweep.base_hash
         records.append(rec)
         write_results(out, records)
         count[0] += 1
         if progress:
             m = rec.get("metrics") or {}
-            extra = (
-                f"resim={m.get('resim_error'):.4f}"
-                if m.get("resim_error") is not None
-                else rec.get("error", "")
-            )
+            # the headline number: re-simulation error of posteriors, W1 of flows
+            key = next((k for k in ("resim_error", "w1") if m.get(k) is not None), None)
+            extra = f"{_SHORT.get(key, key)}={m[key]:.4f}" if key else rec.get("error", "")
             print(
                 f"[{count[0]}/{len(todo)}] {rec['status']} "
                 f"{_describe(rec['params'])} seed={rec['seed']} "
@@ -190,6 +204,9 @@ def run_sweep(
     if progress and todo:
         print(f"sweep: finished in {time.perf_counter() - t_start:.1f}s", file=sys.stderr)
     return records
+
+
+_SHORT = {"resim_error": "resim"}
 
 
 def _describe(params: Mapping[str, str]) -> str:
