@@ -72,8 +72,8 @@ def test_flow_study_runs_through_the_sweep_runner_resumes_and_reports(
     assert f"Study `{tiny_study}`" in text and "| offset | runs | W1 |" in text
     assert (out / "plots" / "samples_0.png").is_file()
     summary = study_summary(out)
-    assert [row["offset"] for row in summary] == ["0", "3"]
-    assert summary[0]["w1"]["n"] == 2
+    assert [row["params"] for row in summary] == [{"offset": 0}, {"offset": 3}]
+    assert summary[0]["n"] == 2 and summary[0]["stats"]["w1"][2] == 2
 
     # resume: nothing is rerun, nothing is lost
     before = (out / "results.jsonl").read_text()
@@ -123,7 +123,18 @@ def test_results_of_earlier_versions_still_report(name: str, tmp_path: Path) -> 
     grid = json.loads((out / "study.json").read_text())["grid"]
     rows = study_summary(out)
     assert len(rows) == len(grid)
-    assert all(row[study.metrics[0]]["n"] == len(old) // len(grid) for row in rows)
+    # the same table as the earlier version's, in benchmarks/results/generative.json
+    before = json.loads((RESULTS / "generative.json").read_text())[name]["rows"]
+    by_params = {json.dumps(r["params"], sort_keys=True): r for r in rows}
+    assert len(by_params) == len(before)
+    for r in before:
+        now = by_params[json.dumps(r["params"], sort_keys=True)]
+        assert now["n"] == r["n"] and now["failed"] == r["failed"]
+        for m in study.metrics:
+            (mean, std, n), (mean0, std0, n0) = now["stats"][m], r["stats"][m]
+            assert (mean, n) == (pytest.approx(mean0, rel=1e-12), n0), m
+            # that file has the population std; the sample std is sqrt(n / (n - 1)) larger
+            assert std == pytest.approx(std0 * (n / (n - 1)) ** 0.5, rel=1e-9), m
     figures = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert figures
     if name == "support-mismatch":

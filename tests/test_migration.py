@@ -79,9 +79,26 @@ def test_old_run_folder_loads_samples_evaluates_and_certifies(old_run: Path) -> 
     assert main(["certify", str(old_run), "-n", "300", "--steps", "30", "--no-write"]) == 0
 
 
-def test_old_flow_folder_loads_and_certifies(old_flow: Path) -> None:
+def test_old_flow_folder_loads_samples_evaluates_and_certifies(
+    old_flow: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     flow = vinaflow.load(old_flow)
     assert (flow.dim_x, flow.dim_y) == (2, 0)
     s = flow.sample(None, 9, seed=0)
     assert s.shape == (1, 9, 2) and bool(np.isfinite(s.numpy()).all())
+    # a flow has no observation: sample needs no --observations
+    assert main(["sample", str(old_flow), "-n", "6", "--out", str(old_flow / "s.npy")]) == 0
+    assert np.load(old_flow / "s.npy").shape == (1, 6, 2)
+    capsys.readouterr()
+    assert main(["evaluate", str(old_flow), "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    saved = json.loads((old_flow / "metrics.json").read_text())
+    # the same flow, held-out rows and evaluation seed as when the folder was written
+    for k in ("w1", "mmd", "precision", "recall", "test_nll"):
+        assert metrics[k] == pytest.approx(saved[k], rel=1e-6, abs=1e-9), k
     assert main(["certify", str(old_flow), "--steps", "30", "--no-write"]) == 0
+
+
+def test_sample_without_observations_is_refused_for_a_posterior(old_run: Path) -> None:
+    assert main(["sample", str(old_run), "-n", "5", "--out", str(old_run / "s.npy")]) == 2
+    assert not (old_run / "s.npy").exists()

@@ -29,12 +29,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _load_run(directory: str) -> tuple[dict[str, Any], Any]:
     from vinaflow.config import load_config
+    from vinaflow.experiments.generative import is_flow_folder, load_flow_config
     from vinaflow.models import Posterior
 
     d = Path(directory)
     if not d.is_dir():
         raise DataError(f"run folder not found: {d}")
-    cfg = load_config(d / "config.yaml")
+    # a vinaflow flow folder: its model is a conditional INN with no observation
+    cfg = (load_flow_config if is_flow_folder(d) else load_config)(d / "config.yaml")
     return cfg, Posterior.load(d)
 
 
@@ -44,6 +46,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from vinaflow.atomic import atomic_path
 
     _, posterior = _load_run(args.dir)
+    if args.observations is None:
+        if posterior.dim_y:
+            raise DataError(f"sample: --observations is required (dim_y = {posterior.dim_y})")
+        samples = posterior.sample(None, args.n).numpy()  # a flow: no observation
+        with atomic_path(args.out, suffix=".npy") as tmp:
+            np.save(tmp, samples)
+        print(f"wrote {args.out}: shape {samples.shape} (1, n, dim_x)")
+        return 0
     obs_path = Path(args.observations)
     if not obs_path.is_file():
         raise DataError(f"--observations: file not found: {obs_path}")
@@ -64,6 +74,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from vinaflow.problems import BankProblem, make_problem
 
     cfg, posterior = _load_run(args.dir)
+    if "target" in cfg:  # a vinaflow flow folder
+        from vinaflow.experiments.generative import evaluate_flow_folder
+
+        metrics = evaluate_flow_folder(args.dir)
+        print(json.dumps(metrics, indent=2) if args.json else format_metrics_table(metrics))
+        return 0
     problem = make_problem(cfg["problem"])
     data = None
     if isinstance(problem, BankProblem) and problem.source is None:
@@ -118,7 +134,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
 
     p = sub.add_parser("sample", help="posterior samples from a trained run")
     p.add_argument("dir")
-    p.add_argument("--observations", required=True, help=".npy of shape (dim_y,) or (n_obs, dim_y)")
+    p.add_argument(
+        "--observations",
+        help=".npy of shape (dim_y,) or (n_obs, dim_y); a flow folder (dim_y = 0) needs none",
+    )
     p.add_argument("-n", type=int, default=1000, help="samples per observation")
     p.add_argument("--out", required=True, help="output .npy, shape (n_obs, n, dim_x)")
     p.set_defaults(func=_cmd_sample)

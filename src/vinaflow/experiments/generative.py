@@ -61,6 +61,7 @@ from vinaflow.experiments.pipeline import (
 )
 from vinaflow.models import ConditionalINN
 from vinaflow.models.flow import upgrade_nf_file
+from vinaflow.models.serialization import load_model
 from vinaflow.objectives.build import build_objective
 from vinaflow.objectives.losses import slog
 from vinaflow.objectives.specs import objective_config
@@ -84,6 +85,8 @@ __all__ = [
     "FlowData",
     "FlowRunResult",
     "evaluate_flow",
+    "evaluate_flow_folder",
+    "is_flow_folder",
     "fit_flow",
     "flow_objective_config",
     "load_flow_config",
@@ -435,6 +438,33 @@ class FlowRunResult:
     metrics: dict[str, Any]
     #: The held-out test rows the metrics were computed on.
     x_test: Tensor | None = None
+
+
+def is_flow_folder(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a ``vinaflow flow`` run (its config has a target)."""
+    try:
+        cfg = yaml.safe_load((Path(directory) / "config.yaml").read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(cfg, Mapping) and "target" in cfg
+
+
+def evaluate_flow_folder(directory: str | Path) -> dict[str, Any]:
+    """The sample metrics of the flow in a ``vinaflow flow`` folder, recomputed against
+    its held-out rows (``heldout.npz``) with the folder's evaluation settings (no plots;
+    the certificate is ``vinaflow certify``'s)."""
+    d = Path(directory)
+    cfg = load_flow_config(d / "config.yaml")
+    model, _ = load_model(d)
+    try:
+        with np.load(d / "heldout.npz", allow_pickle=False) as f:
+            x_test = torch.as_tensor(f["x"], dtype=torch.get_default_dtype())
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(f"{d}: no readable held-out data (heldout.npz: {err})") from err
+    evaluation = {**cfg["evaluation"], "certificate": False}
+    metrics = evaluate_flow(model, x_test, evaluation, None, make_target(cfg["target"]))
+    metrics["target"] = cfg["target"]
+    return metrics
 
 
 def upgrade_flow_checkpoint(path: Path) -> None:

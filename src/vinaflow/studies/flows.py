@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from vinaflow.config import _parse_scalar
 from vinaflow.evaluation.plots import save_figure
 from vinaflow.experiments.generative import plot_samples
 from vinaflow.studies.base import Study, get_study, register_study
@@ -349,8 +350,31 @@ def run_study(
     return write_study_report(out)
 
 
+def _axis_value(label: str) -> Any:
+    return None if label == "none" else _parse_scalar(label)
+
+
 def study_summary(directory: str | Path) -> list[dict[str, Any]]:
-    """Per grid point of the study in ``directory``: axis labels, run counts and
-    ``{mean, std, n}`` of each of the study's metrics."""
+    """Per grid point of the study in ``directory``, as ``benchmarks/generative.py``
+    records it: ``label``, ``params`` (axis values, numbers as numbers, ``none`` as
+    ``None``), ``n`` finished and ``failed`` runs, and ``stats``: ``(mean, std, n)`` of
+    each of the study's metrics, ``None`` where no run has it."""
     data = load_study_data(directory)
-    return summary_rows(data, list(get_study(data.meta["study"]).metrics))
+    metrics = list(get_study(data.meta["study"]).metrics)
+    out = []
+    for row in summary_rows(data, metrics):
+        out.append(
+            {
+                "label": ",".join(f"{a}={row[a]}" for a in data.axes),
+                "params": {
+                    a: None if row[a] == "none" else _parse_scalar(row[a]) for a in data.axes
+                },
+                "n": row["runs"] - row["failed"],
+                "failed": row["failed"],
+                "stats": {
+                    m: (row[m]["mean"], row[m]["std"], row[m]["n"]) if row[m]["n"] else None
+                    for m in metrics
+                },
+            }
+        )
+    return out
