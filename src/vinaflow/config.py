@@ -35,6 +35,7 @@ __all__ = [
     "SECTIONS",
     "TRAINING_TYPES",
     "apply_overrides",
+    "check_sections",
     "deep_merge",
     "load_config",
     "read_config_file",
@@ -166,19 +167,30 @@ def _check_model(values: Mapping[str, Any]) -> dict[str, Any]:
     return check_settings("model", values, own)
 
 
-def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge ``config`` over the defaults and validate every section."""
+def check_sections(
+    config: Mapping[str, Any] | None, sections: Sequence[str], what: str = "config"
+) -> dict[str, Any]:
+    """``config`` as a dict, checked to hold only ``sections`` (and ``vinaflow_version``),
+    each a mapping; ``what`` names the kind of config in errors."""
     if config is not None and not isinstance(config, Mapping):
-        raise ConfigError(f"a config must be a mapping of sections {SECTIONS}, got {config!r}")
+        raise ConfigError(
+            f"a {what} must be a mapping of sections {tuple(sections)}, got {config!r}"
+        )
     config = dict(config or {})
-    unknown = set(config) - set(SECTIONS) - {"vinaflow_version"}
+    unknown = set(config) - set(sections) - {"vinaflow_version"}
     if unknown:
         raise ConfigError(
-            f"unknown config section(s) {sorted(unknown)}; allowed: {', '.join(SECTIONS)}"
+            f"unknown {what} section(s) {sorted(unknown)}; allowed: {', '.join(sections)}"
         )
-    for s in SECTIONS:
+    for s in sections:
         if s in config and config[s] is not None and not isinstance(config[s], Mapping):
             raise ConfigError(f"{s} must be a mapping of key: value")
+    return config
+
+
+def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Merge ``config`` over the defaults and validate every section."""
+    config = check_sections(config, SECTIONS)
     merged = copy.deepcopy(DEFAULT_CONFIG)
     if config.get("problem") and any(k in config["problem"] for k in ("name", "simulator", "bank")):
         # A different problem form replaces the default problem wholesale.

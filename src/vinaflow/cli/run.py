@@ -5,26 +5,54 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from vinaflow.errors import ConfigError, DataError
 
-__all__ = ["register"]
+__all__ = ["add_run_options", "register", "train_into_folder"]
+
+
+def add_run_options(p: argparse.ArgumentParser, what: str) -> None:
+    """The options of a command that trains into a run folder (``run``, ``flow``)."""
+    p.add_argument("--out", help=f"output folder (default: runs/{what}-TIMESTAMP)")
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (repeatable)",
+    )
+    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def train_into_folder(
+    args: argparse.Namespace,
+    cfg: Mapping[str, Any],
+    run: Callable[..., Any],
+    what: str,
+    files: str = "plots/",
+) -> int:
+    """``run(cfg, out, resume=, progress=)`` into ``--out`` (refusing a finished run
+    unless ``--resume`` or ``--overwrite``); prints the metrics table and the folder."""
+    from vinaflow.experiments.pipeline import check_output_dir
+    from vinaflow.experiments.report import format_metrics_table
+
+    out = Path(args.out) if args.out else Path("runs") / time.strftime(f"{what}-%Y%m%d-%H%M%S")
+    check_output_dir(out, args.resume, args.overwrite)
+    result = run(cfg, out, resume=args.resume, progress=not args.no_progress)
+    print(format_metrics_table(result.metrics))
+    print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, {files})")
+    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from vinaflow.config import load_config
-    from vinaflow.experiments.pipeline import check_output_dir, run
-    from vinaflow.experiments.report import format_metrics_table
+    from vinaflow.experiments.pipeline import run
 
-    cfg = load_config(args.config, args.set or [])
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
-    check_output_dir(out, args.resume, args.overwrite)
-    result = run(cfg, out, resume=args.resume, progress=not args.no_progress)
-    print(format_metrics_table(result.metrics))
-    print(f"\nwrote {out}/ (metrics.json, report.md, model.safetensors, plots/)")
-    return 0
+    return train_into_folder(args, load_config(args.config, args.set or []), run, "run")
 
 
 def _load_run(directory: str) -> tuple[dict[str, Any], Any]:
@@ -120,16 +148,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     """Add ``run``, ``sample``, ``evaluate`` and ``problems`` to the parser."""
     p = sub.add_parser("run", help="train, evaluate and report one config")
     p.add_argument("config", nargs="?", help="YAML config (default: built-in example)")
-    p.add_argument("--out", help="output folder (default: runs/run-TIMESTAMP)")
-    p.add_argument(
-        "--set",
-        action="append",
-        metavar="SECTION.KEY=VALUE",
-        help="override a config value (repeatable)",
-    )
-    p.add_argument("--resume", action="store_true", help="continue from DIR/checkpoint.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace a finished run in --out")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_run_options(p, "run")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sample", help="posterior samples from a trained run")

@@ -51,7 +51,7 @@ import yaml
 from torch import Tensor
 
 from vinaflow.atomic import atomic_path
-from vinaflow.config import deep_merge
+from vinaflow.config import check_sections, deep_merge
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.experiments.pipeline import (
     check_resumable,
@@ -176,15 +176,7 @@ def flow_objective_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     """Merge ``config`` over :data:`DEFAULT_FLOW_CONFIG` and validate it."""
-    config = dict(config or {})
-    unknown = set(config) - set(FLOW_SECTIONS) - {"vinaflow_version"}
-    if unknown:
-        raise ConfigError(
-            f"unknown flow config section(s) {sorted(unknown)}; allowed: {', '.join(FLOW_SECTIONS)}"
-        )
-    for s in FLOW_SECTIONS:
-        if s in config and config[s] is not None and not isinstance(config[s], Mapping):
-            raise ConfigError(f"{s} must be a mapping of key: value")
+    config = check_sections(config, FLOW_SECTIONS, "flow config")
     merged = copy.deepcopy(DEFAULT_FLOW_CONFIG)
     # A new target or objective replaces the default one wholesale (no stray parameters).
     for s in ("target", "objective", "pretraining"):
