@@ -82,6 +82,26 @@ def test_flow_study_runs_through_the_sweep_runner_resumes_and_reports(
     assert main(["report", str(out)]) == 0
 
 
+def test_vinaflow_sweep_runs_a_flow_config(tmp_path: Path) -> None:
+    cfg = tmp_path / "flow.yaml"
+    cfg.write_text(
+        "target: {name: uniform}\ndata: {num_train: 300, num_validation: 20, num_test: 300}\n"
+        "model: {blocks: 1, hidden: 4}\ntraining: {steps: 10, progress: false}\n"
+        "evaluation: {num_samples: 300, certificate: false, plots: false}\n"
+    )
+    out = tmp_path / "sweep"
+    grid = ["--grid", "model.hidden=4,8", "--seeds", "0", "--set", "training.lr=0.01"]
+    assert main(["sweep", str(cfg), *grid, "--out", str(out), "--workers", "1", "--quiet"]) == 0
+    records = load_results(out)
+    assert sorted(r["params"]["model.hidden"] for r in records) == ["4", "8"]
+    assert all(r["status"] == "ok" and r["metrics"]["w1"] >= 0 for r in records)
+    text = (out / "report.md").read_text()
+    assert "# Sweep" in text and "held-out target samples" in text and "precision" in text
+    assert (out / "plots" / "grid_points.png").is_file()
+    # problem is a section of run configs, not of flow configs
+    assert main(["sweep", str(cfg), "--grid", "problem.noise=0.1", "--out", str(out)]) == 2
+
+
 def test_flow_studies_are_in_the_one_registry(capsys: pytest.CaptureFixture[str]) -> None:
     assert set(FLOW_STUDIES) <= set(list_studies())
     assert main(["study", "--list"]) == 0

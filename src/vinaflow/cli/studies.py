@@ -18,7 +18,7 @@ from typing import Any
 from vinaflow.config import apply_overrides, read_config_file
 from vinaflow.errors import ConfigError
 from vinaflow.studies.base import get_study, list_studies
-from vinaflow.studies.grid import Sweep, parse_grid, parse_seeds
+from vinaflow.studies.grid import RESOLVERS, Sweep, parse_grid, parse_seeds
 from vinaflow.studies.report import write_study_report
 from vinaflow.studies.sweep import run_sweep
 
@@ -68,9 +68,13 @@ def _run_and_report(sweep: Sweep, args: argparse.Namespace, meta: dict[str, Any]
 def _cmd_sweep(args: argparse.Namespace) -> int:
     path = Path(args.config)
     base = read_config_file(path)
+    # a config with a target is a vinaflow flow config: its runs train unconditional flows
+    kind = "flow" if "target" in base else "run"
     if args.set:
-        base = apply_overrides(base, args.set)
-    sweep = Sweep(base=base, axes=parse_grid(args.grid or []), seeds=parse_seeds(args.seeds))
+        base = apply_overrides(base, args.set, RESOLVERS[kind][1])
+    sweep = Sweep(
+        base=base, axes=parse_grid(args.grid or []), seeds=parse_seeds(args.seeds), kind=kind
+    )
     summary = _run_and_report(sweep, args, {"config_file": str(path)})
     print(f"{summary} and {Path(args.out) / 'results.jsonl'}")
     return 0
@@ -99,7 +103,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     """Add experiment commands to the ``vinaflow`` parser."""
     p = sub.add_parser("sweep", help="run a config over a grid of overrides and seeds")
-    p.add_argument("config", help="base YAML config")
+    p.add_argument("config", help="base YAML config (a vinaflow run or vinaflow flow config)")
     p.add_argument(
         "--grid",
         action="append",

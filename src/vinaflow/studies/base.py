@@ -67,6 +67,8 @@ from vinaflow.errors import ConfigError
 from vinaflow.studies.grid import Axis, Sweep, apply_patch, parse_seeds
 
 __all__ = [
+    "FLOW_METRICS",
+    "FLOW_METRICS_NOTE",
     "POSTERIOR_METRICS_NOTE",
     "STUDIES",
     "STUDY_MODULES",
@@ -92,6 +94,17 @@ STUDY_MODULES: dict[str, str] = {
 }
 
 DEFAULT_METRICS = ("resim_error", "c2st", "w1", "train_seconds")
+
+#: The report table's metrics of a flow sweep that is no registered study.
+FLOW_METRICS = ("w1", "mmd", "precision", "recall", "train_seconds")
+
+#: What flow metrics mean (the report's sentence under the run counts).
+FLOW_METRICS_NOTE = (
+    "Metrics are means ± standard deviations over seeds, against held-out target samples: "
+    "W1 (exact optimal transport; `w1_slog` on the scale sign(x) log(1 + |x|)), MMD, k-NN "
+    "precision and recall, the ratio of the model's to the data's 99% quantile "
+    "(`q99_ratio`, 1 = tail reached), training wall time."
+)
 
 #: What the default metrics mean (the report's sentence under the run counts).
 POSTERIOR_METRICS_NOTE = (

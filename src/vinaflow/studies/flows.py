@@ -34,7 +34,7 @@ import numpy as np
 from vinaflow.config import _parse_scalar
 from vinaflow.evaluation.plots import save_figure
 from vinaflow.experiments.generative import plot_samples
-from vinaflow.studies.base import Study, get_study, register_study
+from vinaflow.studies.base import FLOW_METRICS_NOTE, Study, get_study, register_study
 from vinaflow.studies.grid import Axis
 from vinaflow.studies.report import StudyData, load_study_data, summary_rows, write_study_report
 from vinaflow.studies.sweep import run_sweep
@@ -58,13 +58,6 @@ FLOW_STUDIES = ("support-mismatch", "heavy-tails", "precision-recall")
 #: validation (never checked) costs nothing.
 _STUDY_TRAINING = {"batch_size": 256, "progress": False, "val_every": 10_000, "max_seconds": None}
 _STUDY_EVALUATION = {"certificate": False, "plots": False}
-
-FLOW_METRICS_NOTE = (
-    "Metrics are means ± standard deviations over seeds, against held-out target samples: "
-    "W1 (exact optimal transport; `w1_slog` on the scale sign(x) log(1 + |x|)), k-NN "
-    "precision and recall, the ratio of the model's to the data's 99% quantile "
-    "(`q99_ratio`, 1 = tail reached), training wall time."
-)
 
 
 # -- figures -----------------------------------------------------------------------------

@@ -26,7 +26,13 @@ from vinaflow.atomic import atomic_write_json, atomic_write_text
 from vinaflow.config import resolve_config
 from vinaflow.errors import DataError
 from vinaflow.problems import make_problem
-from vinaflow.studies.base import POSTERIOR_METRICS_NOTE, get_study
+from vinaflow.studies.base import (
+    DEFAULT_METRICS,
+    FLOW_METRICS,
+    FLOW_METRICS_NOTE,
+    POSTERIOR_METRICS_NOTE,
+    get_study,
+)
 from vinaflow.studies.results import load_results
 
 __all__ = [
@@ -234,14 +240,15 @@ def _markdown_table(data: StudyData, rows: list[dict[str, Any]], metrics: Sequen
 
 # -- figures -----------------------------------------------------------------------------
 def figure_metric_bars(data: StudyData, plots: Path) -> list[tuple[Path, str]]:
-    """Generic sweep figure: re-simulation error (or C2ST) per grid point."""
+    """Generic sweep figure: re-simulation error (or C2ST, or W1 for flows) per grid point."""
     # matplotlib is heavy: loaded only when a report draws figures.
     from matplotlib.figure import Figure
 
     from vinaflow.evaluation.plots import save_figure
 
-    rows = summary_rows(data, ["resim_error", "c2st"])
-    metric = "resim_error" if any(r["resim_error"]["n"] for r in rows) else "c2st"
+    candidates = ["resim_error", "c2st", "w1"]
+    rows = summary_rows(data, candidates)
+    metric = next((m for m in candidates if any(r[m]["n"] for r in rows)), "c2st")
     rows = [r for r in rows if r[metric]["n"]]
     if not rows:
         return []
@@ -271,7 +278,12 @@ def write_study_report(directory: str | Path) -> Path:
     name = data.meta.get("study")
     if name:
         study = get_study(name)
-    metrics = list(study.metrics) if study else ["resim_error", "c2st", "w1", "train_seconds"]
+    flow = data.meta.get("kind") == "flow"
+    if study:
+        metrics, note = list(study.metrics), study.metrics_note
+    else:
+        metrics = list(FLOW_METRICS if flow else DEFAULT_METRICS)
+        note = FLOW_METRICS_NOTE if flow else POSTERIOR_METRICS_NOTE
     rows = summary_rows(data, metrics)
     plots = data.directory / "plots"
     plots.mkdir(exist_ok=True)
@@ -289,7 +301,6 @@ def write_study_report(directory: str | Path) -> Path:
     if data.meta.get("quick"):
         lines += ["*Quick variant* (short training, few observations): indicative only.", ""]
     seeds = data.meta.get("seeds", [])
-    note = study.metrics_note if study else POSTERIOR_METRICS_NOTE
     lines += [
         f"- runs: {n_ok} finished, {len(data.records) - n_ok} failed, "
         f"{data.meta.get('num_tasks', '?')} in the grid",
