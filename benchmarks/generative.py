@@ -7,7 +7,9 @@ mean ± std table.
     python benchmarks/generative.py [--quick] [--study support-mismatch ...] [--seeds 0,1]
 
 Results: ``benchmarks/results/study-NAME[-quick]/`` (results.jsonl, summary.json,
-report.md, plots/) and ``benchmarks/results/generative[_quick].json``.
+report.md, plots/) and ``benchmarks/results/generative[_quick].json``; ``--results DIR``
+writes them elsewhere. A study folder written by an earlier version is refused (it stays
+readable by ``vinaflow report``): move it away or write to another ``--results``.
 """
 
 from __future__ import annotations
@@ -30,15 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--study", action="append", choices=list(FLOW_STUDIES))
     parser.add_argument("--seeds", help="comma-separated seeds (default: the study's)")
     parser.add_argument("--workers", type=int, default=None, help="parallel runs (default: cores)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="output folder")
     args = parser.parse_args(argv)
+    results = args.results
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
     summary = {}
     for name in args.study or list(FLOW_STUDIES):
-        out = RESULTS / (f"study-{name}" + ("-quick" if args.quick else ""))
+        out = results / (f"study-{name}" + ("-quick" if args.quick else ""))
         report = run_study(name, out, seeds=seeds, quick=args.quick, workers=args.workers)
         print(report.read_text(encoding="utf-8").split("![")[0])
-        summary[name] = {"directory": str(out.relative_to(RESULTS)), "rows": study_summary(out)}
-    path = RESULTS / ("generative_quick.json" if args.quick else "generative.json")
+        summary[name] = {"directory": str(out.relative_to(results)), "rows": study_summary(out)}
+    path = results / ("generative_quick.json" if args.quick else "generative.json")
     previous = json.loads(path.read_text()) if path.is_file() else {}
     atomic_write_json(path, {**previous, **summary, "environment": environment()})
     return 0

@@ -4,7 +4,9 @@ An unconditional flow is a :class:`~vinaflow.models.ConditionalINN` with ``dim_y
 trained by the same path as posteriors (:func:`vinaflow.training.fitting.prepare_training`
 and the :class:`~vinaflow.training.Trainer`) with the same objectives
 (:mod:`vinaflow.objectives.losses`); this module translates the flow config into that
-path and evaluates the flow against held-out target samples.
+path and evaluates the flow against held-out target samples. The run folder, its report
+(:func:`vinaflow.experiments.report.write_run_report`) and the ``--resume`` check are
+``vinaflow run``'s (:mod:`vinaflow.experiments.pipeline`).
 
 Config sections (YAML; every key checked, errors name the field)::
 
