@@ -139,6 +139,35 @@ class _ShiftedPosterior:
         return 0.5 * float(self.delta @ torch.linalg.inv(self.p.post_cov) @ self.delta)
 
 
+class _ShiftedDensity(_ShiftedPosterior):
+    """The same posterior with its density: the certificate can use the likelihood."""
+
+    has_log_prob = True
+
+    def log_prob(self, x, y):
+        mu = self.p.posterior_mean(torch.as_tensor(y)) + self.delta
+        dist = torch.distributions.MultivariateNormal(mu, self.p.post_cov)
+        return dist.log_prob(torch.as_tensor(x).double())
+
+
+def test_likelihood_features_resolve_a_wrong_posterior_and_not_the_exact_one():
+    problem = GaussianLinear(dim_x=2, dim_y=2, noise=0.3)
+    evals, evecs = torch.linalg.eigh(problem.post_cov)
+    delta = evecs[:, -1] * math.sqrt(2 * 0.4 * float(evals[-1]))  # KL = 0.4
+    wrong = _ShiftedDensity(problem, delta)
+    cert = certify_posterior(wrong, problem, "kl", n=4000, seed=3, **FAST)
+    assert cert["critic_features"].startswith("log p(y|x)")  # "auto" picked the likelihood
+    assert cert["resolved"] is True
+    assert abs(cert["estimate"] - wrong.exact_kl()) < 0.2 * wrong.exact_kl()
+    truth = _ShiftedDensity(problem, torch.zeros(2))
+    exact = certify_posterior(truth, problem, "kl", n=4000, seed=3, **FAST)
+    assert exact["resolved"] is False and exact["tv_bound"] is None
+    latent = certify_posterior(wrong, problem, "kl", n=4000, seed=3, features="latent", **FAST)
+    assert latent["critic_features"] == "(x, y, z(x, y))"
+    with pytest.raises(ConfigError, match="likelihood"):
+        certify_posterior(_ShiftedPosterior(problem, delta), problem, features="likelihood")
+
+
 def _wrong_and_exact_certificates():
     problem = GaussianLinear(dim_x=2, dim_y=2, noise=0.3)
     evals, evecs = torch.linalg.eigh(problem.post_cov)
