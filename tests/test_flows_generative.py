@@ -592,3 +592,33 @@ def test_critic_warmup_trains_the_critic_before_the_model_moves():
     assert gap > 3.0  # the true log p/q is 3x - 4.5: a gap of 9 between the two groups
     with pytest.raises(ConfigError, match="critic_warmup"):
         TrainingConfig(critic_warmup=-1)
+
+
+def test_one_report_writer_for_run_and_flow_folders(tmp_path):
+    """write_run_report and format_metrics_table serve both folder kinds; each section
+    appears when its metrics exist."""
+    from vinaflow.config import resolve_config
+    from vinaflow.experiments.report import format_metrics_table, write_run_report
+
+    flow_cfg = resolve_flow_config({"target": {"name": "uniform"}})
+    flow_metrics = {"w1": 0.1, "precision": 0.9, "seed": 0, "train_steps": 5, "target": {}}
+    write_run_report(tmp_path, flow_cfg, flow_metrics)
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("# vinaflow flow report")
+    assert "Wasserstein-1 to held-out data" in text and "k-NN precision" in text
+    assert "- pretraining" not in text and "Importance-sampled" not in text
+    assert "Certificate" not in text and "## Plots" not in text
+    table = format_metrics_table(flow_metrics)
+    assert table.splitlines()[0].split() == ["w1", "0.1"] and "precision" in table
+
+    run_cfg = resolve_config({"problem": {"name": "gaussian-linear", "num_simulations": 100}})
+    run_metrics = {"c2st": 0.55, "w1": 0.2, "seed": 0, "problem": "gaussian-linear"}
+    write_run_report(tmp_path, run_cfg, run_metrics)
+    text = (tmp_path / "report.md").read_text()
+    assert text.startswith("# vinaflow run report")
+    assert "Wasserstein-1 to ground truth" in text and "held-out data" not in text
+    assert "Importance-sampled" not in text
+    imp = {"oversampling": 10, "c2st": 0.51, "efficiency": 0.4, "efficiency_min": 0.2}
+    write_run_report(tmp_path, run_cfg, {**run_metrics, "importance": imp})
+    assert "## Importance-sampled posterior" in (tmp_path / "report.md").read_text()
+    assert "is_efficiency" in format_metrics_table({**run_metrics, "importance": imp})
