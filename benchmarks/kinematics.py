@@ -13,6 +13,7 @@ Targets: NLL coupling INN <= 0.02, best variational f-divergence <= 0.03.
     python benchmarks/kinematics.py --quick    # 10 observations, short training
     python benchmarks/kinematics.py --only nll-inn --skip-ray   # rows accumulate in the JSON
     python benchmarks/kinematics.py --ray-only
+    python benchmarks/kinematics.py --reference-only   # ABC statistics (eps_effective)
 """
 
 from __future__ import annotations
@@ -138,6 +139,43 @@ def bench_config(name: str, quick: bool) -> dict[str, Any]:
     return row
 
 
+def reference_stats(quick: bool) -> dict[str, Any]:
+    """ABC statistics of the ground truth every row is scored against.
+
+    The evaluation draws the same observations and reference seeds for every row (its
+    ``evaluation.seed``), so the references are re-read from the ABC cache the runs
+    filled (or recomputed) and their ``eps_effective`` -- the tolerance actually used,
+    widened where too few draws were accepted -- recorded beside the requested one.
+    """
+    from vinaflow.problems import make_problem
+
+    cfg = resolve_config(_merge(BASE, {}))
+    ev = cfg["evaluation"]
+    problem = make_problem(cfg["problem"])
+    seed, n_obs = int(ev["seed"]), 10 if quick else int(ev["num_observations"])
+    g = torch.Generator().manual_seed(seed)
+    x = problem.sample_prior(n_obs, g)
+    y = problem.simulate_checked(x, g)
+    infos = []
+    for i in range(n_obs):  # the seeds of vinaflow.evaluation.posterior._reference
+        problem.reference_posterior(
+            y[i], int(ev["num_samples"]), torch.Generator().manual_seed(seed + 1 + i)
+        )
+        infos.append(dict(problem.last_reference_info))
+    eff = [float(r["eps_effective"]) for r in infos]
+    acc = [float(r["acceptance_rate"]) for r in infos]
+    return {
+        "eps": float(infos[0]["eps"]),
+        "eps_effective_min": min(eff),
+        "eps_effective_max": max(eff),
+        "eps_effective_mean": sum(eff) / len(eff),
+        "widened": sum(e > float(infos[0]["eps"]) for e in eff),
+        "acceptance_rate_mean": sum(acc) / len(acc),
+        "num_observations": n_obs,
+        "per_observation": infos,
+    }
+
+
 def bench_ray(n_runs: int = 8) -> dict[str, Any]:
     """Wall time of the same small sweep with 1 and 2 workers on one local Ray instance."""
     import ray  # optional dependency (the "ray" extra)
@@ -179,9 +217,20 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=sorted(CONFIGS))
     parser.add_argument("--skip-ray", action="store_true")
     parser.add_argument("--ray-only", action="store_true", help="only the Ray scaling")
+    parser.add_argument(
+        "--reference-only",
+        action="store_true",
+        help="only record the ABC ground truth's statistics in the existing JSON",
+    )
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.reference_only:
+        data = json.loads(Path(args.out).read_text())
+        data["reference"] = reference_stats(bool(data.get("quick")))
+        atomic_write_json(args.out, data)
+        print(json.dumps({k: v for k, v in data["reference"].items() if k != "per_observation"}))
+        return 0
     rows = []
     for name in [] if args.ray_only else args.only or list(CONFIGS):
         print(f"running {name} ...", file=sys.stderr, flush=True)
@@ -239,6 +288,7 @@ def main() -> int:
             "rows": rows,
             "summary": summary,
             "ray_scaling": ray_result,
+            "reference": reference_stats(args.quick),
             "load_average": os.getloadavg(),
             "environment": environment(),
         },

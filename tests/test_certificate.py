@@ -299,3 +299,15 @@ def test_quadratic_offset_resolves_small_divergences_on_degenerate_features():
         features(_gauss(20000, 0.0, 2)), features(_gauss(20000, 0.0, 3)), "kl", paired=False, **FAST
     )
     assert abs(same["estimate"]) < 0.002  # no spurious divergence from 14 extra parameters
+
+
+def test_run_metrics_table_never_quotes_an_unresolved_value(gaussian_linear_certificates):
+    from vinaflow.experiments.report import format_metrics_table
+
+    _, wrong, exact = gaussian_linear_certificates
+    contradicted = attach_c2st_check(dict(exact), [0.7] * 8)
+    table = format_metrics_table({"c2st": 0.7, "certificate": contradicted})
+    assert "TV bound" not in table and "not resolved (detection limit" in table
+    assert "CONTRADICTS" in table
+    table = format_metrics_table({"certificate": wrong})
+    assert "TV bound (estimate)" in table and "not resolved" not in table

@@ -119,9 +119,14 @@ def format_metrics_table(metrics: Mapping[str, Any]) -> str:
     imp = metrics.get("importance") or {}
     rows += [(f"is_{k}", _fmt(imp[k])) for k in ("c2st", "coverage", "efficiency") if k in imp]
     cert = metrics.get("certificate") or {}
-    if "estimate" in cert:
+    if "estimate" in cert and cert.get("resolved", True):
         rows.append((f"D_{cert.get('divergence')} estimate", _fmt(cert["estimate"])))
         rows.append(("TV bound (estimate)", _fmt(cert.get("tv_bound"))))
+    elif "estimate" in cert:  # within noise: no value to quote, the detection limit instead
+        limit = _fmt(cert.get("detection_limit"))
+        rows.append(("certificate", f"not resolved (detection limit {limit})"))
+    if cert.get("consistent_with_c2st") is False:
+        rows.append(("certificate vs C2ST", "CONTRADICTS (see report.md)"))
     width = max(len(k) for k, _ in rows) if rows else 0
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
 
