@@ -140,10 +140,11 @@ def kinematics_table() -> str:
     ref = k.get("reference")
     if ref:
         text += (
-            f"\nABC ground truth: tolerance {ref['eps']:g} requested; effective tolerance "
-            f"{ref['eps_effective_min']:g} to {ref['eps_effective_max']:g} over the "
-            f"{ref['num_observations']} observations (widened where too few draws were "
-            f"accepted), mean acceptance rate {ref['acceptance_rate_mean']:.2g}.\n"
+            f"\nABC ground truth: tolerance {ref['eps']:g} requested; the effective tolerance "
+            f"(doubled where too few draws are accepted) was {ref['eps_effective_min']:g} to "
+            f"{ref['eps_effective_max']:g}, widened at {ref['widened']} of "
+            f"{ref['num_observations']} observations; mean acceptance rate "
+            f"{ref['acceptance_rate_mean']:.2g}.\n"
         )
     text += (
         f"\nRay scaling: a sweep of {ray['runs']} runs took {ray['seconds_1_worker']:.1f} s "
