@@ -56,12 +56,24 @@ import torch
 from torch import Tensor
 
 from vinaflow.errors import ConfigError, DataError
+from vinaflow.evaluation.certificate_checks import (
+    C2ST_COMPARISON,
+    attach_c2st_check,
+    check_against_c2st,
+    format_c2st_check,
+    format_certificate,
+)
 from vinaflow.evaluation.certificate_critic import (
     CertificateConfig,
     GaussianOffset,
     QuadraticOffset,
     critic_terms,
     fit_critic,
+)
+from vinaflow.evaluation.certificate_features import (
+    FEATURES,
+    latent_features,
+    likelihood_ratio_features,
 )
 from vinaflow.objectives.divergences import Divergence, get_divergence
 from vinaflow.problems import BankProblem
@@ -332,131 +344,6 @@ def _problem_can_simulate(problem: Any) -> bool:
     return not (isinstance(problem, BankProblem) and problem.source is None)
 
 
-FEATURES = ("auto", "joint", "latent", "likelihood")
-
-#: Bounds of the likelihood-ratio feature. A model draw outside the prior's support has
-#: log ratio -inf, and the KL bound's term exp(log ratio) under Q is heavy-tailed: clamping
-#: keeps the critic a fixed function of (x, y) (still a lower bound) with a finite
-#: variance. Measured on the ocean main job's model (60 s, 4,000 pairs): KL 0.70
-#: [0.64, 0.77] with the clamp at 10, 0.67 [0.58, 0.76] at 20, nothing resolved at 50.
-LOG_RATIO_CLAMP = 10.0
-
-
-def _loglik_rows(problem: Any, x: Tensor, y: Tensor) -> Tensor:
-    """``log p(y_i | x_i)`` row by row (float64), ``-inf`` outside the prior's support.
-
-    Problems whose ``log_likelihood`` takes one observation per row (ocean-acoustics)
-    are evaluated in one call, checked against the one-observation form on the first
-    rows; others once per run of consecutive rows that share an observation.
-    """
-    lp = problem.log_prior(x).double()
-    out = torch.full_like(lp, -math.inf)
-    ok = torch.isfinite(lp)
-    idx = ok.nonzero().flatten()
-    if idx.numel() == 0:
-        return out
-    xo, yo = x[idx], y[idx]
-    batched = None
-    try:
-        batched = torch.as_tensor(problem.log_likelihood(xo, yo)).double().reshape(-1)
-        probe = range(min(3, idx.numel()))
-        single = [float(problem.log_likelihood(xo[i : i + 1], yo[i])[0]) for i in probe]
-        if batched.shape != (idx.numel(),) or not all(
-            math.isclose(float(batched[i]), single[i], rel_tol=1e-6, abs_tol=1e-6) for i in probe
-        ):
-            batched = None
-    except (DataError, RuntimeError, ValueError, IndexError, TypeError):
-        batched = None  # no row-wise form: the per-observation calls below
-    if batched is None:
-        # One call per run of rows sharing an observation (the K draws of one y).
-        starts = [0] + ((yo[1:] != yo[:-1]).any(1).nonzero().flatten() + 1).tolist()
-        ends = starts[1:] + [idx.numel()]
-        batched = torch.cat(
-            [
-                torch.as_tensor(problem.log_likelihood(xo[a:b], yo[a])).double().reshape(-1)
-                for a, b in zip(starts, ends, strict=True)
-            ]
-        )
-    out[idx] = batched
-    return out + lp
-
-
-def likelihood_ratio_features(
-    posterior: Any, problem: Any, y: Tensor, draws: int = 8, seed: int = 0
-) -> Any:
-    r"""``x -> log r(x, y)``: the model's estimate of :math:`\log p(x|y) / q(x|y)` at the
-    held-out observations ``y``, or ``None`` where the problem has no likelihood or the
-    posterior no density.
-
-    :math:`\log w(x, y) = \log p(y|x) + \log p(x) - \log q(x|y)` is the log density
-    ratio of the joints up to :math:`\log p(y)`, which is estimated per observation from
-    ``draws`` model draws, :math:`\log \hat Z(y) = \log \frac1K \sum_k w(x_k, y)` (the
-    importance-sampling evidence). The critic then sees :math:`\log w - \log \hat Z` (one
-    number per pair, clamped to :data:`LOG_RATIO_CLAMP`): a fixed function of ``(x, y)``
-    given the draws, which are independent of the certificate's pairs, so the held-out
-    value stays a lower bound on the same divergence. It sees the observation's structure
-    through the likelihood, which one sample per observation cannot teach a critic:
-    measured on the README's ocean main job (60 s of training, C2ST 0.72), critics on
-    ``(x, y, z)``, ``z``, ``(z, m(y))`` or ``(x, m(y), z)`` with ``m`` the model's posterior
-    mean (64 draws) all stayed within noise from 10,000 pairs, while this feature resolved
-    KL 0.70 [0.64, 0.77] from 4,000 pairs (8 draws per observation).
-    """
-    if problem is None or not getattr(problem, "has_likelihood", False):
-        return None
-    if not getattr(posterior, "has_log_prob", False):
-        return None
-    gen = torch.Generator().manual_seed(int(seed))
-    n = y.shape[0]
-    xk = posterior.sample(y, int(draws), generator=gen)  # (n, K, dim_x)
-    yk = y[:, None].expand(n, int(draws), y.shape[1]).reshape(n * int(draws), -1)
-    xk = xk.reshape(n * int(draws), -1)
-
-    def log_w(x: Tensor, yy: Tensor) -> Tensor:
-        lq = torch.as_tensor(posterior.log_prob(x, yy)).double()
-        return _loglik_rows(problem, x, yy) - lq
-
-    with torch.no_grad():
-        lw = torch.nan_to_num(log_w(xk, yk), nan=-math.inf).reshape(n, int(draws))
-        log_z = torch.logsumexp(lw, 1) - math.log(int(draws))
-
-    def features(x: Tensor) -> Tensor:
-        with torch.no_grad():
-            r = log_w(x, y) - log_z
-        c = LOG_RATIO_CLAMP
-        return torch.nan_to_num(r, nan=-c, posinf=c, neginf=-c).clamp(-c, c).float()[:, None]
-
-    return features
-
-
-def latent_features(posterior: Any) -> Any:
-    """``(x, y) -> z`` of a posterior's bijection, or ``None`` if it has none.
-
-    Uses ``posterior.latent(x, y)`` if defined, else the encoder of a vinaflow
-    :class:`~vinaflow.models.Posterior` (``z``, plus ``y_hat`` for the joint INN).
-    """
-    if callable(getattr(posterior, "latent", None)):
-        return posterior.latent
-    model = getattr(posterior, "model", None)
-    if model is None or not hasattr(model, "encode"):
-        return None
-
-    @torch.no_grad()
-    def encode(x: Tensor, y: Tensor) -> Tensor:
-        was = model.training
-        model.eval()
-        try:
-            outs = []
-            for i in range(0, x.shape[0], 65536):
-                enc = model.encode(model.x_norm(x[i : i + 65536]), model.y_norm(y[i : i + 65536]))
-                parts = [enc.z] + ([enc.y_hat] if enc.y_hat is not None else [])
-                outs.append(torch.cat(parts, 1))
-        finally:
-            model.train(was)
-        return torch.cat(outs)
-
-    return encode
-
-
 def certify_posterior(
     posterior: Any,
     problem: Any = None,
@@ -556,80 +443,6 @@ def certify_flow(
     return out
 
 
-#: What :func:`check_against_c2st` compares, and under which assumption.
-C2ST_COMPARISON = (
-    "per-observation C2ST accuracy acc_i of the posterior against a reference posterior at "
-    "observations y_i drawn from the prior predictive; a held-out classifier's accuracy "
-    "estimates a value <= (1 + TV_i)/2, so mean_i(2 acc_i - 1) estimates a lower bound on "
-    "E_y TV(p(x|y), q(x|y)); this equals the joint TV(P_XY, Q_XY) that the certificate "
-    "bounds because both joints share the y-marginal (the model joint uses the data's y). "
-    "Assumes the reference posterior is exact"
-)
-
-
-def check_against_c2st(
-    cert: Mapping[str, Any], c2st_per_observation: Any, z: float = 2.0
-) -> dict[str, Any]:
-    r"""Compare a certificate's TV with the lower bound a C2ST against a reference implies.
-
-    A classifier's held-out accuracy :math:`a_i` at observation :math:`y_i` estimates a
-    quantity :math:`\le (1 + \mathrm{TV}_i)/2` (the Bayes classifier's accuracy on balanced
-    classes), with :math:`\mathrm{TV}_i = \mathrm{TV}(p(\cdot|y_i), q(\cdot|y_i))`. The
-    certificate is on the joint; with the same y-marginal under P and Q,
-    :math:`\mathrm{TV}(P_{XY}, Q_{XY}) = E_y \mathrm{TV}_y`. So, with :math:`y_i` from the
-    prior predictive,
-
-    .. math:: \overline{2 a - 1} \lesssim \mathrm{TV}(P_{XY}, Q_{XY}) \le c_f \sqrt{D_f + s_f}.
-
-    ``c2st_tv_lower`` is :math:`\overline{2a - 1}` (unclipped, so noise below 0.5 does not
-    bias it upwards), with ``c2st_tv_lower_se`` the standard error over observations.
-    The certificate's side is the TV at the upper end of its bootstrap interval,
-    :math:`c_f\sqrt{\max(\hat D_{hi} + s_f, 0)}`, whether or not it is resolved (an
-    unresolved certificate's numbers still say how much divergence its critic found).
-    ``consistent`` is false when ``c2st_tv_lower - z * se`` exceeds it: the classifier
-    found more divergence than the critic, so the certificate's value is too small (the
-    critic missed it), not the classifier's too large.
-
-    Returns ``{}`` when there is nothing to compare (no per-observation C2ST, a certificate
-    that was skipped, or a divergence without a Pinsker-type constant).
-    """
-    acc = np.asarray([] if c2st_per_observation is None else c2st_per_observation, dtype=np.float64)
-    acc = acc[np.isfinite(acc)]
-    if acc.size == 0 or "skipped" in cert or cert.get("pinsker_constant") is None:
-        return {}
-    div = get_divergence(cert["divergence"])
-    hi = cert.get("ci_high")
-    hi = cert["estimate"] if hi is None else hi
-    cert_tv = div.tv_bound(max(hi, cert["estimate"]))
-    lower = 2.0 * acc - 1.0
-    mean = float(lower.mean())
-    se = float(lower.std(ddof=1) / math.sqrt(acc.size)) if acc.size > 1 else 0.0
-    consistent = bool(mean - z * se <= cert_tv)
-    c = div.pinsker_constant
-    implied = max(0.0, (max(mean - z * se, 0.0) / c) ** 2 - div.shift)
-    return {
-        "consistent": consistent,
-        "c2st_mean": float(acc.mean()),
-        "c2st_tv_lower": mean,
-        "c2st_tv_lower_se": se,
-        "z": z,
-        "certificate_tv": cert_tv,
-        "implied_divergence_lower": implied,
-        "num_observations": int(acc.size),
-        "compared": C2ST_COMPARISON,
-    }
-
-
-def attach_c2st_check(cert: dict[str, Any], c2st_per_observation: Any) -> dict[str, Any]:
-    """Add ``c2st_check`` and ``consistent_with_c2st`` to ``cert`` (in place) when a
-    per-observation C2ST is available; returns ``cert``."""
-    check = check_against_c2st(cert, c2st_per_observation)
-    if check:
-        cert["c2st_check"] = check
-        cert["consistent_with_c2st"] = check["consistent"]
-    return cert
-
-
 def certificate_for_run(
     posterior: Any,
     problem: Any,
@@ -668,77 +481,3 @@ def certificate_for_run(
     except DataError as err:
         return {"skipped": str(err)}
     return attach_c2st_check(cert, c2st_per_observation)
-
-
-def _g(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.4g}"
-
-
-def format_c2st_check(check: Mapping[str, Any]) -> list[str]:
-    """Lines of a report on :func:`check_against_c2st`'s result."""
-    if not check:
-        return []
-    both = (
-        f"C2ST {check['c2st_mean']:.3f} on {check['num_observations']} observations implies "
-        f"TV >= {check['c2st_tv_lower']:.3f} ± {check['c2st_tv_lower_se']:.3f}; the "
-        f"certificate's TV (upper end of its interval) is {check['certificate_tv']:.3f}"
-    )
-    if check["consistent"]:
-        return [f"Consistent with C2ST: {both}.", ""]
-    return [
-        f"**Contradicts C2ST** (`consistent_with_c2st: false`): {both}. The critic missed "
-        f"divergence the classifier found (at least {check['implied_divergence_lower']:.3g} "
-        "by Pinsker); this certificate understates the error.",
-        "",
-    ]
-
-
-def format_certificate(cert: Mapping[str, Any]) -> str:
-    """Markdown section for a report (also what ``vinaflow certify`` prints).
-
-    An unresolved certificate shows no TV bound: it says so, why, and what the smallest
-    detectable divergence was.
-    """
-    if "skipped" in cert:
-        return f"## Certificate\n\nnot computed: {cert['skipped']}\n"
-    f = _g
-    name = cert["divergence"]
-    resolved = cert.get("resolved", True)
-    interval = f"[{f(cert['ci_low'])}, {f(cert['ci_high'])}]"
-    lines = [
-        "## Certificate (estimate)" if resolved else "## Certificate (not resolved)",
-        "",
-        f"Compared: {cert.get('compared', 'P vs Q')}.",
-        "",
-    ]
-    if not resolved:
-        lines += [
-            f"**Not resolved:** {cert.get('unresolved_reason')}. The critic measured no "
-            f"divergence above its noise, so there is **no TV bound**: a held-out variational "
-            f"value is a lower bound on D_{name}, and a value within noise does not show the "
-            "posterior is accurate.",
-            "",
-        ]
-    lines += ["| quantity | value |", "|---|---|"]
-    if resolved:
-        lines += [
-            f"| held-out estimate of D_{name}(P‖Q) | {f(cert['estimate'])} |",
-            f"| {int(100 * cert['level'])}% bootstrap interval | {interval} |",
-            f"| TV bound c_f·sqrt(D_f + s_f), c_f = {f(cert['pinsker_constant'])} | "
-            f"{f(cert['tv_bound'])} (upper end of interval: {f(cert['tv_bound_ci_high'])}) |",
-        ]
-    else:
-        lines += [
-            f"| held-out value of the bound (within noise) | {f(cert['estimate'])}, "
-            f"{int(100 * cert['level'])}% interval {interval} |",
-            "| TV bound | none (not resolved) |",
-        ]
-    if cert.get("detection_limit") is not None:
-        lines.append(
-            f"| detection limit: smallest resolvable D_{name} + s_f from {cert['n_test']} "
-            f"test pairs | {f(cert['detection_limit'])} (TV {f(cert.get('tv_detection_limit'))}) |"
-        )
-    lines += [f"| pairs: critic fit / test | {cert['n_fit']} / {cert['n_test']} |", ""]
-    lines += format_c2st_check(cert.get("c2st_check") or {})
-    lines += [f"*{cert['label']}.*", ""]
-    return "\n".join(lines)
