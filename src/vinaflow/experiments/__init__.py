@@ -1,4 +1,4 @@
-"""Experiments: the run pipeline, reports and the paper's studies."""
+"""Experiments: the run pipelines (`vinaflow run`, `vinaflow flow`) and their run-folder reports."""
 
 from __future__ import annotations
 

@@ -38,11 +38,10 @@ Output folder (same conventions as ``vinaflow run``)::
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,8 +52,20 @@ import yaml
 from torch import Tensor
 
 from vinaflow.atomic import atomic_path
-from vinaflow.config import check_sections, deep_merge
 from vinaflow.errors import ConfigError, DataError
+from vinaflow.evaluation import mmd, w1
+from vinaflow.evaluation.certificate import certify_flow
+from vinaflow.evaluation.precision_recall import precision_recall
+from vinaflow.experiments.flow_config import (  # noqa: F401 - re-exported
+    DEFAULT_FLOW_CONFIG,
+    FLOW_OBJECTIVE_DEFAULTS,
+    FLOW_SECTIONS,
+    TRAINED_SECTIONS,
+    flow_objective_config,
+    load_flow_config,
+    resolve_flow_config,
+    stage_training,
+)
 from vinaflow.experiments.pipeline import (
     check_resumable,
     remove_temporaries,
@@ -66,7 +77,6 @@ from vinaflow.models.flow import upgrade_nf_file
 from vinaflow.models.serialization import load_model
 from vinaflow.objectives.build import build_objective
 from vinaflow.objectives.losses import slog
-from vinaflow.objectives.specs import objective_config
 from vinaflow.problems.targets import Target, make_target
 from vinaflow.training import (
     Trainer,
@@ -98,135 +108,6 @@ __all__ = [
     "run_flow",
     "upgrade_flow_checkpoint",
 ]
-
-FLOW_SECTIONS = ("target", "data", "model", "objective", "training", "pretraining", "evaluation")
-
-DEFAULT_FLOW_CONFIG: dict[str, Any] = {
-    "target": {"name": "gaussian-mixture", "dim": 2},
-    "data": {"num_train": 10000, "num_validation": 1000, "num_test": 5000},
-    "model": {
-        "arch": "coupling",
-        "blocks": 6,
-        "hidden": 64,
-        "layers": 2,
-        "base": "gaussian",
-        "normalization": "standard",
-    },
-    "objective": {"name": "nll"},
-    "training": {"steps": 2000, "batch_size": 256, "seed": 0, "max_seconds": 300},
-    "pretraining": {},
-    "evaluation": {
-        "num_samples": 5000,
-        "w1_samples": 2000,
-        "w1_scale": "identity",
-        "pr_k": 3,
-        "plots": True,
-        "certificate": True,
-        "certificate_divergence": "kl",
-        "seed": 1234,
-    },
-}
-
-#: The sections that decide what a flow run trains (``--resume`` refuses changes there).
-_TRAINED_SECTIONS = ("target", "data", "model", "objective", "training", "pretraining")
-
-_DATA_KEYS = {"num_train", "num_validation", "num_test", "test_fraction", "validation_fraction"}
-_EVAL_KEYS = set(DEFAULT_FLOW_CONFIG["evaluation"])
-_MODEL_KEYS = {
-    "arch", "blocks", "hidden", "layers", "base", "base_offset", "base_df", "base_width",
-    "normalization", "seed", "actnorm", "clamp", "lipschitz", "explicit", "logdet",
-    "n_series_terms", "n_hutchinson", "fixed_point_tol", "fixed_point_max_iter",
-}  # fmt: skip
-
-
-#: Objective settings of flow runs where they differ from the conditional defaults: the
-#: settings the flow studies were measured with. No whitening: the support-mismatch
-#: study trains in data units (``normalization: none``), where whitening would rescale
-#: the Sinkhorn blur and the critic's inputs by the data's spread.
-FLOW_OBJECTIVE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "fdiv": {"critic_hidden": 64, "critic_layers": 2, "gradient_penalty": 0.1, "whiten": False},
-    "sinkhorn": {"whiten": False},
-    "mmd": {"whiten": False},
-}
-
-
-def _flow_term(term: Mapping[str, Any], field: str) -> dict[str, Any]:
-    term = dict(term)
-    if term.get("name") == "pr":
-        if "divergence" in term:
-            raise ConfigError(f"{field}: name pr is the PR divergence and takes no divergence")
-        term.update(name="fdiv", divergence="pr")
-    return {**FLOW_OBJECTIVE_DEFAULTS.get(term.get("name"), {}), **term}
-
-
-def flow_objective_config(cfg: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The validated conditional ``objective`` section of a flow config's ``objective``.
-
-    ``name: pr`` becomes ``name: fdiv, divergence: pr``, and settings left out take
-    :data:`FLOW_OBJECTIVE_DEFAULTS`, then the objective's own defaults.
-    """
-    cfg = dict(cfg or {"name": "nll"})
-    cfg.setdefault("name", "nll")
-    out = _flow_term(cfg, "objective")
-    if isinstance(cfg.get("terms"), list):
-        out["terms"] = [
-            _flow_term(t, f"objective.terms[{i}]") if isinstance(t, Mapping) else t
-            for i, t in enumerate(cfg["terms"])
-        ]
-    return objective_config(out)
-
-
-def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Merge ``config`` over :data:`DEFAULT_FLOW_CONFIG` and validate it."""
-    config = check_sections(config, FLOW_SECTIONS, "flow config")
-    merged = copy.deepcopy(DEFAULT_FLOW_CONFIG)
-    # A new target or objective replaces the default one wholesale (no stray parameters).
-    for s in ("target", "objective", "pretraining"):
-        if config.get(s):
-            merged[s] = {}
-    for s in FLOW_SECTIONS:
-        if config.get(s):
-            merged[s] = deep_merge(merged[s], config[s])
-    for section, keys in (("data", _DATA_KEYS), ("evaluation", _EVAL_KEYS), ("model", _MODEL_KEYS)):
-        extra = sorted(set(merged[section]) - keys)
-        if extra:
-            raise ConfigError(f"{section}: unknown key(s) {extra}; allowed: {sorted(keys)}")
-    if merged["evaluation"]["w1_scale"] not in ("identity", "slog"):
-        raise ConfigError("evaluation.w1_scale must be 'identity' or 'slog'")
-    for k in ("num_train", "num_validation", "num_test"):
-        v = merged["data"].get(k)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ConfigError(f"data.{k} must be an integer >= 1, got {v!r}")
-    fields = {f.name for f in dataclasses.fields(TrainingConfig)}
-    extra = sorted(set(merged["training"]) - fields)
-    if extra:
-        raise ConfigError(f"training: unknown key(s) {extra}; allowed: {sorted(fields)}")
-    TrainingConfig(**merged["training"])  # validates ranges
-    make_target(merged["target"])  # validates the target
-    merged["objective"] = flow_objective_config(merged["objective"])
-    pre = merged["pretraining"]
-    if pre:
-        extra = sorted(set(pre) - fields - {"objective"})
-        if extra:
-            raise ConfigError(
-                f"pretraining: unknown key(s) {extra}; allowed: objective and the training keys"
-            )
-        pre["objective"] = flow_objective_config(pre.get("objective"))
-        TrainingConfig(**_stage_training(merged["training"], pre))
-    return merged
-
-
-def _stage_training(training: Mapping[str, Any], stage: Mapping[str, Any]) -> dict[str, Any]:
-    """The training settings of a pretraining stage: ``stage``'s over ``training``'s."""
-    return {**training, **{k: v for k, v in stage.items() if k != "objective"}}
-
-
-def load_flow_config(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Read a flow YAML config (or the defaults), apply ``--set`` overrides, validate."""
-    from vinaflow.config import apply_overrides, read_config_file
-
-    raw = read_config_file(path, FLOW_SECTIONS) if path is not None else {}
-    return resolve_flow_config(apply_overrides(raw, overrides, FLOW_SECTIONS))
 
 
 @dataclass
@@ -307,8 +188,6 @@ def _w1(a: np.ndarray, b: np.ndarray, max_samples: int, seed: int) -> float:
 
         # 1-D optimal transport is exact from sorted samples: use all of them
         return float(wasserstein_distance(a[:, 0], b[:, 0]))
-    from vinaflow.evaluation import w1
-
     return w1(a, b, max_samples=max_samples, seed=seed)
 
 
@@ -329,9 +208,6 @@ def evaluate_flow(
     1-D data ``q99_ratio``, the model's 99% quantile over the data's (how far the tail
     reaches).
     """
-    from vinaflow.evaluation import mmd
-    from vinaflow.evaluation.precision_recall import precision_recall
-
     ev = {**DEFAULT_FLOW_CONFIG["evaluation"], **dict(evaluation or {})}
     seed = int(ev["seed"])
     g = torch.Generator().manual_seed(seed)
@@ -365,8 +241,6 @@ def evaluate_flow(
         metrics["target_nll"] = float(-target.log_prob(x_test).double().mean())
     metrics["sampling_seconds_per_10k"] = sample_seconds / n * 1e4
     if ev.get("certificate"):
-        from vinaflow.evaluation.certificate import certify_flow
-
         try:
             metrics["certificate"] = certify_flow(
                 model, x_test, ev["certificate_divergence"], seed=seed + 17
@@ -501,7 +375,7 @@ def run_flow(
     if out_dir is not None:
         checkpoints = (out_dir / "checkpoint.pt", out_dir / "pretrain_checkpoint.pt")
         if resume:
-            check_resumable(out_dir, cfg, resolve_flow_config, _TRAINED_SECTIONS)
+            check_resumable(out_dir, cfg, resolve_flow_config, TRAINED_SECTIONS)
             if not any(c.is_file() for c in checkpoints):
                 # Killed before its first checkpoint (or never started): nothing to resume.
                 print(f"[vinaflow] --resume: no checkpoint in {out_dir}; training from step 0",
@@ -518,7 +392,7 @@ def run_flow(
                 np.savez(fh, x=data.x_test.numpy())
     model, pre = None, None
     if cfg["pretraining"]:
-        pre_tcfg = TrainingConfig(**_stage_training(dataclasses.asdict(tcfg), cfg["pretraining"]))
+        pre_tcfg = TrainingConfig(**stage_training(dataclasses.asdict(tcfg), cfg["pretraining"]))
         pre_ckpt = checkpoints[1] if checkpoints else None
         model, pre = fit_flow(
             data.x,

@@ -24,13 +24,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy
+import scipy
 import torch
 import yaml
 from torch import Tensor
 
 from vinaflow import objectives
+from vinaflow._version import __version__
 from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError
+from vinaflow.evaluation.certificate import certificate_for_run
 from vinaflow.evaluation.posterior import PosteriorScores, score_posterior
 from vinaflow.models import AmortizedModel, Posterior
 from vinaflow.objectives.losses import Objective
@@ -149,11 +153,8 @@ def check_output_dir(out: Path, resume: bool, overwrite: bool) -> None:
 
 def environment() -> dict[str, str]:
     """Library versions recorded with every run."""
-    import numpy
-    import scipy
+    # scikit-learn takes about a second to import; only runs that record it pay for it.
     import sklearn
-
-    from vinaflow._version import __version__
 
     return {
         "vinaflow": __version__,
@@ -340,8 +341,6 @@ def run(
         plots.mkdir(exist_ok=True)
     metrics = evaluate_posterior(posterior, problem, cfg["evaluation"], data, plots)
     if cfg["evaluation"].get("certificate", True):
-        from vinaflow.evaluation.certificate import certificate_for_run
-
         metrics["certificate"] = certificate_for_run(
             posterior,
             problem,

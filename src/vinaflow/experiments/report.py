@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from vinaflow.atomic import atomic_write_text
+from vinaflow.evaluation.certificate import format_certificate
 
 __all__ = [
     "FLOW_METRICS",
@@ -200,8 +201,6 @@ def _sections(out_dir: Path, cfg: Mapping[str, Any], metrics: Mapping[str, Any])
     if metrics.get("importance"):
         lines += [format_importance(metrics["importance"]), ""]
     if metrics.get("certificate"):
-        from vinaflow.evaluation.certificate import format_certificate
-
         lines += [format_certificate(metrics["certificate"]), ""]
     env = metrics.get("environment", {})
     lines += [
