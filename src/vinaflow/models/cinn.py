@@ -353,7 +353,8 @@ class ConditionalINN(AmortizedModel):
 
     def encode(self, x_s: Tensor, y_s: Tensor | None = None) -> Encoding:
         if self.n_pad:
-            noise = self.pad_noise * torch.randn(x_s.shape[0], self.n_pad, dtype=x_s.dtype)
+            # drawn on the CPU generator (the same draws on every device), then moved
+            noise = self.pad_noise * torch.randn(x_s.shape[0], self.n_pad, dtype=x_s.dtype).to(x_s)
             x_s = torch.cat([x_s, noise], dim=1)
         if self._centered:
             x_s = x_s - self.base_center

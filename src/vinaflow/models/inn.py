@@ -103,7 +103,8 @@ class JointINN(AmortizedModel):
     def _pad(self, x_s: Tensor) -> Tensor:
         if self.n_pad == 0:
             return x_s
-        noise = self.pad_noise * torch.randn(x_s.shape[0], self.n_pad, dtype=x_s.dtype)
+        # drawn on the CPU generator (the same draws on every device), then moved
+        noise = self.pad_noise * torch.randn(x_s.shape[0], self.n_pad, dtype=x_s.dtype).to(x_s)
         return torch.cat([x_s, noise], dim=1)
 
     def encode(self, x_s: Tensor, y_s: Tensor | None = None) -> Encoding:
@@ -116,7 +117,7 @@ class JointINN(AmortizedModel):
     def _invert(self, y_s: Tensor, z: Tensor) -> Tensor:
         parts = [y_s, z]
         if self.n_extra:
-            parts.append(torch.zeros(z.shape[0], self.n_extra, dtype=z.dtype))
+            parts.append(z.new_zeros(z.shape[0], self.n_extra))
         u, _ = self.flow(torch.cat(parts, dim=1), rev=True)
         return u
 

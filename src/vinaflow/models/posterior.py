@@ -71,6 +71,24 @@ class Posterior:
         return f"Posterior({self.model.kind}, dim_x={self.dim_x}, dim_y={self.dim_y})"
 
     @property
+    def device(self) -> torch.device:
+        """Where the model lives and sampling runs (``vinaflow.fit`` leaves the model on
+        its ``training.device``)."""
+        for t in (*self.model.parameters(), *self.model.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def to(self, device: str | torch.device) -> Posterior:
+        """Move the model to ``device`` (e.g. ``"cuda"``, ``"cpu"``); returns ``self``.
+
+        Inputs are moved to the model's device and results returned on the CPU (or the
+        ``device`` given to :meth:`sample`); latent draws come from the CPU generator, so a
+        seed gives the same samples on every device up to floating-point rounding.
+        """
+        self.model.to(torch.device(device))
+        return self
+
+    @property
     def dim_x(self) -> int:
         return self.model.dim_x
 
@@ -86,13 +104,16 @@ class Posterior:
         *,
         seed: int | None = None,
         generator: torch.Generator | None = None,
+        device: str | torch.device = "cpu",
     ) -> Tensor:
         """Draw ``n`` samples for each observation; returns ``(n_obs, n, dim_x)``.
 
         For ``dim_y = 0`` (no observation) ``y`` is ``None`` or empty: ``(1, n, dim_x)``.
         ``seed`` (or a ``generator``) makes the draws reproducible: the same seed gives the
         same samples, also from a saved and reloaded posterior. Without either, torch's
-        global random state is used.
+        global random state is used. Sampling runs on the model's device
+        (:attr:`device`, :meth:`to`); the samples are returned on ``device`` (the CPU
+        unless asked otherwise).
         """
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
             raise DataError(f"number of samples n must be an integer >= 1, got {n!r}")
@@ -104,17 +125,19 @@ class Posterior:
                 raise ConfigError(f"sample: seed must be an integer, got {seed!r}")
             generator = torch.Generator().manual_seed(int(seed))
         obs = self._observations(y)
+        model_device = self.device
         was_training = self.model.training
         self.model.eval()
         try:
-            y_s = self.model.y_norm(obs)
+            y_s = self.model.y_norm(obs.to(model_device))
             flat_y = y_s.repeat_interleave(n, dim=0)
             out = []
             for start in range(0, flat_y.shape[0], self.batch_size):
                 yb = flat_y[start : start + self.batch_size]
+                # drawn on the CPU (where generators live), the same on every device
                 z = self.model.sample_latent(yb.shape[0], generator)
-                out.append(self.model.generate(yb, z))
-            x = self.model.x_norm.inverse(torch.cat(out))
+                out.append(self.model.generate(yb, z.to(model_device)))
+            x = self.model.x_norm.inverse(torch.cat(out)).to(device)
         finally:
             self.model.train(was_training)
         x = x.reshape(obs.shape[0], n, self.dim_x)
@@ -156,8 +179,10 @@ class Posterior:
         elif obs.shape[0] != xs.shape[0]:
             raise DataError(f"x has {xs.shape[0]} rows but observations have {obs.shape[0]}")
         self.model.eval()
+        dev = self.device
+        xs, obs = xs.to(dev), obs.to(dev)
         lp = self.model.log_prob_standardized(self.model.x_norm(xs), self.model.y_norm(obs))
-        return lp + self.model.x_norm.log_abs_det()
+        return (lp + self.model.x_norm.log_abs_det()).cpu()
 
     def save(self, directory: str | Path) -> Path:
         """Write ``model.safetensors`` and ``model.json`` to ``directory`` (created if
@@ -170,8 +195,9 @@ class Posterior:
         return directory
 
     @classmethod
-    def load(cls, directory: str | Path) -> Posterior:
-        """The posterior saved in ``directory``: by :meth:`save` or a ``vinaflow run`` folder."""
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Posterior:
+        """The posterior saved in ``directory``: by :meth:`save` or a ``vinaflow run`` folder,
+        on ``device`` (files are device-independent: loaded on the CPU, then moved)."""
         model, meta = load_model(directory)
         if not isinstance(model, AmortizedModel):
             kind = (meta.get("model") or {}).get("kind")
@@ -179,4 +205,5 @@ class Posterior:
                 f"{directory} holds a model of kind {kind!r}, not a conditional posterior; "
                 "unconditional flows load with vinaflow.models.serialization.load_model"
             )
-        return cls(model)
+        post = cls(model)
+        return post if str(device) == "cpu" else post.to(device)

@@ -38,7 +38,8 @@ def save_model(
 ) -> None:
     """Write ``model.safetensors`` and ``model.json`` (config, format version) atomically."""
     directory = Path(directory)
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    # CPU tensors: a model trained on any device loads anywhere
+    state = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(directory / WEIGHTS, suffix=".safetensors") as tmp:
         save_file(state, str(tmp))
     meta = {

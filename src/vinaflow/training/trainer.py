@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import sys
 import time
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from vinaflow.atomic import atomic_path
 from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
 from vinaflow.objectives.losses import Objective
+from vinaflow.training import distributed
 
 __all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES", "progress_total"]
 
@@ -33,6 +35,20 @@ class TrainingConfig:
     critic ``lr = 3e-4``, ``critic_lr = 1e-3`` and ``critic_steps = 5`` (a critic that
     lags behind the model gives it wrong gradients; measured on gaussian-linear, the
     paper INN with KL went from C2ST 0.91 to 0.61 with these settings).
+
+    ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) is where the model, the
+    critic, the optimiser state, the normalisation buffers and the training tensors live
+    while training; ``auto`` picks CUDA when torch sees a GPU, else the CPU (``mps`` only
+    when asked; see :mod:`vinaflow.training.distributed`). Random draws (minibatch order,
+    latents, noise augmentation) come from the CPU generator and are moved to the device,
+    so a run draws the same numbers on every device and checkpoints resume anywhere.
+
+    Several processes (``vinaflow run --nproc N``, or ``torchrun``) split every global
+    minibatch of ``batch_size`` rows between them and average their gradients, so N
+    processes take the same steps as one process with the same ``batch_size`` (exactly
+    for objectives whose loss is a mean over rows: ``nll`` and the f-divergences with
+    their critic; ``mmd`` and ``sinkhorn`` become the mean of per-process estimates on
+    ``batch_size / N`` rows each).
     """
 
     steps: int = 4000
@@ -69,6 +85,10 @@ class TrainingConfig:
     #: fresh critic on a pre-trained model otherwise starts at chance and its first
     #: gradients are noise (used when fine-tuning flows with the PR divergence).
     critic_warmup: int = 0
+    #: Where training runs: ``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda``,
+    #: ``cuda:N`` or ``mps``. The model stays there after training; saved models and
+    #: checkpoints hold CPU tensors and load on any device.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         checks = {
@@ -88,6 +108,7 @@ class TrainingConfig:
                 raise ConfigError(f"training.{name} is out of range: {getattr(self, name)!r}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"training.max_seconds must be > 0, got {self.max_seconds}")
+        distributed.check_device_spec(self.device)
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"training.lr_schedule: unknown {self.lr_schedule!r}; "
@@ -113,6 +134,10 @@ class TrainResult:
     steps: int = 0
     stopped: str = "steps"
     retries: int = 0
+    #: The device trained on, e.g. ``cpu`` or ``cuda:0``.
+    device: str = "cpu"
+    #: Processes that trained together (``torch.distributed`` world size).
+    world_size: int = 1
 
 
 class _Batches:
@@ -176,6 +201,49 @@ def _finite_grads(params: list[nn.Parameter]) -> bool:
     return all(p.grad is None or bool(torch.isfinite(p.grad).all()) for p in params)
 
 
+def _to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor moved to the CPU (checkpoints load on any device)."""
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+#: DDP keyword that skips the per-forward buffer broadcast (renamed in newer torch).
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers"
+    in inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+    else {"broadcast_buffers": False}
+)
+
+
+class _GeneratorLoss(nn.Module):
+    """The model update's loss as a module, so that ``DistributedDataParallel`` sees the
+    model's forward pass and all-reduces its gradients.
+
+    The objective is held outside the module tree: the critic's parameters (updated by
+    the critic steps, with their own all-reduce) are not DDP's.
+    """
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        super().__init__()
+        self.model = model
+        object.__setattr__(self, "_objective", objective)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return self._objective.generator_loss(self.model, x, y)
+
+
+def _needs_actnorm_init(model: nn.Module) -> bool:
+    from vinaflow.blocks.actnorm import ActNorm
+
+    return any(isinstance(m, ActNorm) and not bool(m.initialized) for m in model.modules())
+
+
 class Trainer:
     """Train a model with an objective on ``(x, y)`` simulations in standardised units.
 
@@ -184,8 +252,15 @@ class Trainer:
         >>> # result = trainer.fit(model, objective, x, y, x_val, y_val)
     """
 
-    def __init__(self, config: TrainingConfig | None = None) -> None:
+    def __init__(self, config: TrainingConfig | None = None, process_group: Any = None) -> None:
+        """``process_group``: the ``torch.distributed`` group to train with; ``None`` uses
+        the default group when ``torch.distributed`` is initialised with more than one
+        process, and trains alone otherwise."""
         self.config = config or TrainingConfig()
+        self.process_group = process_group
+        self.ctx = distributed.DistContext()
+        self.device = torch.device("cpu")
+        self._ddp: nn.Module | None = None
 
     # -- state -----------------------------------------------------------------------
     def _state(self, detached: bool = False) -> dict[str, Any]:
@@ -232,8 +307,17 @@ class Trainer:
         self.stopped = state.get("stopped")
 
     def save_checkpoint(self, path: str | Path) -> None:
+        """Write the trainer state (CPU tensors, any device loads it) atomically."""
         with atomic_path(path) as tmp:
-            torch.save(self._state(), tmp)
+            torch.save(_to_cpu(self._state()), tmp)
+
+    def _write_checkpoint(self, path: str | Path) -> None:
+        """Rank 0 writes the checkpoint (the state is the same on every rank); the
+        others wait, so that no rank runs ahead of a checkpoint that may be resumed."""
+        if self.ctx.main:
+            self.save_checkpoint(path)
+        if self.ctx.distributed:
+            torch.distributed.barrier(group=self.ctx.group)
 
     def load_checkpoint(self, path: str | Path) -> None:
         path = Path(path)
@@ -271,6 +355,20 @@ class Trainer:
         epoch, as in DINGO, Dax et al. 2021). Validation data keep their fixed noise.
         """
         cfg = self.config
+        self.ctx = distributed.context(self.process_group)
+        self.device = distributed.resolve_device(
+            cfg.device, self.ctx.local_rank if self.ctx.distributed else None
+        )
+        if self.device.type != "cpu" and getattr(model, "base_name", "gaussian") != "gaussian":
+            raise ConfigError(
+                f"training.device={cfg.device}: a model with base {model.base_name!r} trains "
+                "on the CPU only (its base distribution lives there); set training.device=cpu"
+            )
+        if self.ctx.distributed and min(cfg.batch_size, x.shape[0]) < self.ctx.world_size:
+            raise ConfigError(
+                f"training.batch_size ({cfg.batch_size}) must be at least the number of "
+                f"processes ({self.ctx.world_size})"
+            )
         if y_noise_std is not None:
             y_noise_std = torch.as_tensor(y_noise_std, dtype=y.dtype).reshape(-1)
             if y_noise_std.shape[0] != y.shape[1] or not torch.isfinite(y_noise_std).all():
@@ -278,7 +376,13 @@ class Trainer:
                     f"y_noise_std must hold {y.shape[1]} finite standard deviations, "
                     f"got shape {tuple(y_noise_std.shape)}"
                 )
-        self.y_noise_std = y_noise_std
+        dev = self.device
+        model.to(dev)
+        objective.to(dev)
+        x, y = x.to(dev), y.to(dev)
+        x_val = None if x_val is None else x_val.to(dev)
+        y_val = None if y_val is None else y_val.to(dev)
+        self.y_noise_std = None if y_noise_std is None else y_noise_std.to(dev)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
@@ -311,6 +415,27 @@ class Trainer:
         model.train()
         objective.train()
         compiled = _compile_blocks(model) if cfg.compile else []
+        self._ddp = None
+        if self.ctx.distributed:
+            if not objective.trains_sampling and _needs_actnorm_init(model):
+                # ActNorm initialises from its first batch: on the whole first global
+                # minibatch, as one process does (a rank's slice would differ between
+                # ranks). The random state is left as it was.
+                with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                    first = _Batches(x.shape[0], cfg.batch_size, cfg.seed)
+                    first.position = self.batches.position
+                    idx = first.next().to(dev)
+                    model.encode(x[idx], self._observations(y, idx))
+            self._ddp = torch.nn.parallel.DistributedDataParallel(
+                _GeneratorLoss(model, objective),
+                device_ids=[dev.index] if dev.type == "cuda" else None,
+                process_group=self.ctx.group,
+                # generator losses need not touch every parameter (e.g. a joint INN's
+                # y-output path under some objectives); unused ones are marked ready.
+                find_unused_parameters=True,
+                # buffers (normalisation, ActNorm flags) are equal on every rank already
+                **_NO_BUFFER_SYNC,
+            )
         if self.step == 0 and cfg.critic_warmup and self.critic_opt is not None:
             self._warm_up_critic(x, y, cfg.critic_warmup)
         # Rollback target of divergence recovery: the state at the last validation or
@@ -324,10 +449,11 @@ class Trainer:
         no_improve = 0
         try:
             while self.stopped is None and self.step < cfg.steps:
-                if cfg.max_seconds is not None and time.perf_counter() - t0 >= cfg.max_seconds:
+                now = self._clock(t0)
+                if cfg.max_seconds is not None and now >= cfg.max_seconds:
                     stopped = "max_seconds"
                     break
-                self._set_lr(time.perf_counter() - t0)
+                self._set_lr(now)
                 logs = self._update(x, y)
                 if logs is None:  # non-finite: roll back and retry with a smaller lr
                     self._recover(snapshot)
@@ -365,13 +491,14 @@ class Trainer:
                     self.elapsed = time.perf_counter() - t0
                     snapshot = self._state(detached=True)
                     if checkpoint is not None:
-                        self.save_checkpoint(checkpoint)
+                        self._write_checkpoint(checkpoint)
             if bar is not None:
                 # Ended by the time budget or early stopping: the bar ends full, at the
                 # step reached.
                 bar.total = self.step
                 bar.refresh()
         finally:
+            self._ddp = None
             if bar is not None:
                 bar.close()
             for module in compiled:  # sampling was slower compiled than eager (same benchmark)
@@ -381,9 +508,32 @@ class Trainer:
             model.load_state_dict(self.best["model"])
         self.stopped = stopped
         if checkpoint is not None:
-            self.save_checkpoint(checkpoint)
+            self._write_checkpoint(checkpoint)
         model.eval()
-        return TrainResult(self.history, self.elapsed, self.step, stopped, self.retries)
+        return TrainResult(
+            self.history,
+            self.elapsed,
+            self.step,
+            stopped,
+            self.retries,
+            str(self.device),
+            self.ctx.world_size,
+        )
+
+    def _clock(self, t0: float) -> float:
+        """Seconds since ``t0``; rank 0's clock under several processes, so that every
+        rank sets the same learning rate and stops at the same step."""
+        elapsed = time.perf_counter() - t0
+        if not self.ctx.distributed or self.config.max_seconds is None:
+            return elapsed
+        t = torch.tensor([elapsed], dtype=torch.float64, device=self._comm_device())
+        torch.distributed.broadcast(t, src=self.ctx.src(), group=self.ctx.group)
+        return float(t)
+
+    def _comm_device(self) -> torch.device:
+        """Where collective tensors live: the GPU under NCCL, the CPU under gloo."""
+        backend = torch.distributed.get_backend(self.ctx.group)
+        return self.device if backend == "nccl" else torch.device("cpu")
 
     def _set_lr(self, elapsed: float) -> None:
         """Schedule on the fraction of the budget used: steps, or wall time when it binds."""
@@ -398,7 +548,7 @@ class Trainer:
                     group["lr"] = base * factor
 
     def _progress(self, start: int):  # noqa: ANN202
-        if not self.config.progress:
+        if not self.config.progress or not self.ctx.main:
             return None
         from tqdm.auto import tqdm
 
@@ -427,13 +577,31 @@ class Trainer:
         opt.step()
         return True
 
-    def _observations(self, y: Tensor, idx: Tensor | slice) -> Tensor:
-        """Rows ``idx`` of ``y``, with fresh noise under noise augmentation (global RNG,
-        whose state is checkpointed, so resumed runs draw the same noise)."""
+    def _observations(self, y: Tensor, idx: Tensor | slice, rows: slice = slice(None)) -> Tensor:
+        """Rows ``idx`` of ``y``, with fresh noise under noise augmentation (CPU global RNG,
+        whose state is checkpointed, so resumed runs draw the same noise on any device).
+
+        ``rows`` selects this rank's part of ``idx``; the noise is drawn for all of
+        ``idx`` so that every rank's random state and noise match one process's.
+        """
+        clean_all = y[idx]
+        clean = clean_all[rows]
         if self.y_noise_std is None:
-            return y[idx]
-        clean = y[idx]
-        return clean + self.y_noise_std * torch.randn(clean.shape, dtype=clean.dtype)
+            return clean
+        noise = torch.randn(clean_all.shape, dtype=clean.dtype)[rows].to(clean.device)
+        return clean + self.y_noise_std * noise
+
+    def _minibatch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int, int, int]:
+        """The next global minibatch, this rank's rows of it: ``(x, y, start, stop, total)``
+        (rows ``start:stop`` of ``total``; all of them when training alone)."""
+        idx = self.batches.next().to(x.device)
+        total = idx.shape[0]
+        if not self.ctx.distributed:
+            return x[idx], self._observations(y, idx), 0, total, total
+        sizes = [len(part) for part in torch.arange(total).tensor_split(self.ctx.world_size)]
+        start = sum(sizes[: self.ctx.rank])
+        rows = slice(start, start + sizes[self.ctx.rank])
+        return x[idx[rows]], self._observations(y, idx, rows), rows.start, rows.stop, total
 
     def _warm_up_critic(self, x: Tensor, y: Tensor, steps: int) -> None:
         params = self.objective.critic_parameters()
@@ -445,11 +613,8 @@ class Trainer:
         self, x: Tensor, y: Tensor, params: list[nn.Parameter]
     ) -> dict[str, float] | None:
         """One critic update on the next minibatch; ``None`` if it was not finite."""
-        idx = self.batches.next()
-        loss, logs = self.objective.critic_loss(self.model, x[idx], self._observations(y, idx))
-        if not torch.isfinite(loss) or not self._clip_and_step(loss, params, self.critic_opt):
-            return None
-        return logs
+        assert self.critic_opt is not None
+        return self._step("critic", x, y, params, self.critic_opt)
 
     def _update(self, x: Tensor, y: Tensor) -> dict[str, float] | None:
         logs: dict[str, float] = {}
@@ -460,16 +625,91 @@ class Trainer:
                 if lg is None:
                     return None
                 logs.update(lg)
-        idx = self.batches.next()
-        loss, lg = self.objective.generator_loss(self.model, x[idx], self._observations(y, idx))
-        if not torch.isfinite(loss):
-            return None
-        params = list(self.model.parameters())
-        if not self._clip_and_step(loss, params, self.opt):
+        lg = self._step("generator", x, y, list(self.model.parameters()), self.opt)
+        if lg is None:
             return None
         logs.update(lg)
-        logs["loss"] = float(loss.detach())
         return logs
+
+    def _step(
+        self,
+        kind: str,
+        x: Tensor,
+        y: Tensor,
+        params: list[nn.Parameter],
+        opt: torch.optim.Optimizer,
+    ) -> dict[str, float] | None:
+        """One ``critic`` or ``generator`` (model) update on the next global minibatch;
+        its logs (the generator's with ``loss``), or ``None`` if it was not finite."""
+        xb, yb, start, stop, total = self._minibatch(x, y)
+        if not self.ctx.distributed:
+            if kind == "critic":
+                loss, logs = self.objective.critic_loss(self.model, xb, yb)
+            else:
+                loss, logs = self.objective.generator_loss(self.model, xb, yb)
+            if not torch.isfinite(loss) or not self._clip_and_step(loss, params, opt):
+                return None
+            return logs if kind == "critic" else {**logs, "loss": float(loss.detach())}
+        return self._distributed_step(kind, xb, yb, start, stop, total, params, opt)
+
+    def _distributed_step(
+        self,
+        kind: str,
+        xb: Tensor,
+        yb: Tensor,
+        start: int,
+        stop: int,
+        total: int,
+        params: list[nn.Parameter],
+        opt: torch.optim.Optimizer,
+    ) -> dict[str, float] | None:
+        """This rank's part of an update: the loss on rows ``start:stop`` of the global
+        minibatch, weighted by their share, and gradients averaged over the ranks (DDP for
+        the model, one all-reduce for the critic), so that the step is that of the loss
+        on the whole minibatch. Every rank calls backward, also for a non-finite loss
+        (DDP's reducer expects one backward per forward), and all of them then agree on
+        skipping the step."""
+        import torch.distributed as dist
+
+        world, group = self.ctx.world_size, self.ctx.group
+        weight = (stop - start) / total
+        with distributed.sharded_latents(self.model, start, stop, total):
+            if kind == "critic":
+                loss, logs = self.objective.critic_loss(self.model, xb, yb)
+            else:
+                assert self._ddp is not None
+                loss, logs = self._ddp(xb, yb)
+        opt.zero_grad(set_to_none=True)
+        # DDP and the critic all-reduce average over ranks: scaling by weight * world
+        # makes the average the row-weighted mean (1 exactly for equal slices).
+        (loss * (weight * world)).backward()
+        comm = self._comm_device()
+        if kind == "critic":
+            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+            flat = torch.cat([g.reshape(-1) for g in grads]).to(comm)
+            dist.all_reduce(flat, group=group)
+            flat /= world
+            offset = 0
+            for p in params:
+                n = p.numel()
+                p.grad = flat[offset : offset + n].view_as(p).to(p.device)
+                offset += n
+        keys = list(logs)
+        local_bad = not bool(torch.isfinite(loss.detach())) or not _finite_grads(params)
+        values = [float(loss.detach()), *(float(logs[k]) for k in keys)]
+        summary = torch.tensor(
+            [v * weight for v in values] + [float(local_bad)], dtype=torch.float64, device=comm
+        )
+        dist.all_reduce(summary, group=group)
+        if float(summary[-1]) > 0:
+            return None
+        if self.config.grad_clip:
+            nn.utils.clip_grad_norm_(params, self.config.grad_clip)
+        opt.step()
+        out = {k: float(v) for k, v in zip(keys, summary[1:-1].tolist(), strict=True)}
+        if kind == "generator":
+            out["loss"] = float(summary[0])
+        return out
 
     def _recover(self, snapshot: dict[str, Any]) -> None:
         failed_step = self.step + 1
@@ -490,6 +730,8 @@ class Trainer:
         self.lr_scale = lr_scale * self.config.retry_lr_factor
         # Different random draws on the retry, so that the same overflow is not replayed.
         torch.manual_seed(self.config.seed + 7919 * retries)
+        if not self.ctx.main:
+            return
         print(
             f"[vinaflow] non-finite loss at step {failed_step}: rolled back to step "
             f"{self.step}, retry {retries}/{self.config.max_retries} with lr x{self.lr_scale:g}",

@@ -1,0 +1,201 @@
+"""Data-parallel training with real ``torch.distributed`` (gloo on the CPU) and devices.
+
+Two processes that split each global minibatch must take the same steps as one process
+with that minibatch: after 20 steps the parameters agree to 1e-5 (max abs difference),
+with the likelihood and with a variational objective whose critic is all-reduced too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from vinaflow.errors import ConfigError
+from vinaflow.models import ConditionalINN, Posterior
+from vinaflow.objectives.losses import CompositeObjective, FDivergenceObjective, NLLObjective
+from vinaflow.problems import GaussianLinear
+from vinaflow.training import Trainer, TrainingConfig
+from vinaflow.training import distributed as vd
+
+TOL = 1e-5
+needs_two_cores = pytest.mark.skipif(vd.usable_cpus() < 2, reason="needs 2 CPU cores")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def _job(
+    objective: str,
+    steps: int,
+    device: str = "cpu",
+    checkpoint_every: int = 1000,
+    actnorm: bool = False,
+    lr: float | None = None,
+):
+    problem = GaussianLinear(dim_x=2, dim_y=1, noise=0.3, seed=2)
+    g = torch.Generator().manual_seed(0)
+    x = problem.sample_prior(600, g)
+    y = problem.simulate(x, g)
+    model = ConditionalINN(dim_x=2, dim_y=1, blocks=2, hidden=16, seed=0, actnorm=actnorm)
+    model.fit_normalization(x, y)
+    terms = [(NLLObjective(), 1.0)]
+    if objective == "fdiv":
+        terms.append((FDivergenceObjective(model, "js", critic_hidden=16), 0.5))
+    cfg = TrainingConfig(
+        steps=steps,
+        batch_size=64,
+        progress=False,
+        val_every=5,
+        checkpoint_every=checkpoint_every,
+        device=device,
+        critic_steps=2,
+        seed=3,
+        lr=lr,
+        # constant: a 10-step run then stands for the first half of a 20-step one
+        lr_schedule="constant",
+    )
+    xs, ys = model.x_norm(x), model.y_norm(y)
+    return model, CompositeObjective(terms), Trainer(cfg), xs, ys
+
+
+def _train(
+    objective: str,
+    steps: int,
+    out: str,
+    checkpoint: str | None = None,
+    resume: bool = False,
+    checkpoint_every: int = 1000,
+    actnorm: bool = False,
+    lr: float | None = None,
+) -> None:
+    """Train (in every process of the group, or alone); rank 0 saves the state."""
+    model, obj, trainer, x, y = _job(
+        objective, steps, checkpoint_every=checkpoint_every, actnorm=actnorm, lr=lr
+    )
+    result = trainer.fit(model, obj, x, y, x[:100], y[:100], checkpoint=checkpoint, resume=resume)
+    if vd.is_main_process():
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        critic = {k: v.detach().clone() for k, v in obj.state_dict().items()}
+        torch.save(
+            {
+                "model": state,
+                "objective": critic,
+                "steps": result.steps,
+                "world": result.world_size,
+                "history": result.history,
+            },
+            out,
+        )
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    diffs = [float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel()]
+    return max(diffs, default=0.0)
+
+
+@needs_two_cores
+@pytest.mark.parametrize("objective", ["nll", "fdiv"])
+def test_two_processes_match_one(tmp_path: Path, objective: str) -> None:
+    _train(objective, 20, str(tmp_path / "one.pt"))
+    vd.launch(_train, 2, "cpu", objective, 20, str(tmp_path / "two.pt"))
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert (one["world"], two["world"]) == (1, 2)
+    assert one["steps"] == two["steps"] == 20
+    diff = _max_diff(one["model"], two["model"])
+    assert diff < TOL, diff
+    # the critic's parameters (and the model's, which the objective also holds) agree
+    assert _max_diff(one["objective"], two["objective"]) < TOL
+    # histories are global (averaged over ranks)
+    assert abs(one["history"]["loss"][-1] - two["history"]["loss"][-1]) < 1e-4
+
+
+@needs_two_cores
+def test_actnorm_initialises_on_the_global_minibatch(tmp_path: Path) -> None:
+    # ActNorm's data-dependent initialisation makes its gradients vanish analytically,
+    # so Adam's first steps amplify rounding differences to +-lr there; a tiny lr keeps
+    # the comparison about the initialisation itself.
+    _train("nll", 1, str(tmp_path / "one.pt"), actnorm=True, lr=1e-9)
+    vd.launch(_train, 2, "cpu", "nll", 1, str(tmp_path / "two.pt"), None, False, 1000, True, 1e-9)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert float(one["model"]["flow.blocks.0.log_scale"].abs().max()) > 0.01  # initialised
+    assert _max_diff(one["model"], two["model"]) < 1e-6
+
+
+@needs_two_cores
+def test_checkpoint_by_rank_zero_and_resume_with_fewer_processes(tmp_path: Path) -> None:
+    ckpt = tmp_path / "checkpoint.pt"
+    vd.launch(_train, 2, "cpu", "fdiv", 10, str(tmp_path / "a.pt"), str(ckpt))
+    # only the checkpoint itself: no per-rank files, no temporaries left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pt", "checkpoint.pt"]
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)
+    assert state["step"] == 10
+    assert all(v.device.type == "cpu" for v in state["model"].values())
+    # resume 2 -> 1 process: continues from step 10 and ends where 20 steps in one go do
+    _train("fdiv", 20, str(tmp_path / "resumed.pt"), str(ckpt), resume=True)
+    _train("fdiv", 20, str(tmp_path / "straight.pt"))
+    resumed = torch.load(tmp_path / "resumed.pt", weights_only=True)
+    straight = torch.load(tmp_path / "straight.pt", weights_only=True)
+    assert resumed["history"]["step"][:1] == [1] and resumed["steps"] == 20
+    assert _max_diff(resumed["model"], straight["model"]) < TOL
+
+
+def test_device_spec_is_checked() -> None:
+    assert TrainingConfig(device="cuda:1").device == "cuda:1"
+    with pytest.raises(ConfigError, match="training.device must be one of"):
+        TrainingConfig(device="gpu")
+    assert vd.resolve_device("cpu") == torch.device("cpu")
+    assert vd.resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 3, reason="this machine has cuda:3")
+def test_unavailable_device_names_the_setting_and_what_exists() -> None:
+    with pytest.raises(
+        ConfigError, match=r"training.device: cuda:3 is not available.*available: cpu"
+    ):
+        vd.resolve_device("cuda:3")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="training.device"):
+            vd.resolve_device("cuda")
+    if not vd._mps_available():
+        with pytest.raises(ConfigError, match="training.device: mps is not available"):
+            vd.resolve_device("mps")
+
+
+def test_nproc_is_checked_against_the_machine() -> None:
+    with pytest.raises(ConfigError, match="--nproc 999: this process may use"):
+        vd.check_nproc(999, "cpu")
+    with pytest.raises(ConfigError, match="--nproc must be an integer"):
+        vd.check_nproc(0, "cpu")
+    vd.check_nproc(1, "cpu")
+
+
+def test_posterior_samples_on_cpu_whatever_the_device() -> None:
+    model, obj, trainer, x, y = _job("nll", 5)
+    trainer.fit(model, obj, x, y)
+    post = Posterior(model)
+    assert post.device == torch.device("cpu")
+    s = post.sample([0.2], 50, seed=1)
+    assert s.device.type == "cpu" and s.shape == (1, 50, 2)
+    assert post.to("cpu") is post
+
+
+@needs_cuda
+def test_train_on_cuda_save_load_on_cpu_same_samples(tmp_path: Path) -> None:
+    model, obj, trainer, x, y = _job("fdiv", 10, device="cuda")
+    result = trainer.fit(model, obj, x, y, checkpoint=tmp_path / "checkpoint.pt")
+    assert result.device.startswith("cuda")
+    post = Posterior(model)
+    assert post.device.type == "cuda"
+    on_gpu = post.sample([0.2], 200, seed=4)
+    assert on_gpu.device.type == "cpu"
+    post.save(tmp_path / "model")
+    loaded = Posterior.load(tmp_path / "model")
+    assert loaded.device.type == "cpu"
+    assert float((loaded.sample([0.2], 200, seed=4) - on_gpu).abs().max()) < 1e-5
+    # the checkpoint resumes on the CPU
+    model2, obj2, trainer2, _, _ = _job("fdiv", 12, device="cpu")
+    r2 = trainer2.fit(model2, obj2, x, y, checkpoint=tmp_path / "checkpoint.pt", resume=True)
+    assert r2.steps == 12 and r2.device == "cpu"
