@@ -1,4 +1,9 @@
-"""One trainer for every objective: alternating critic / model updates, checkpoints, resume."""
+"""One trainer for every objective: alternating critic / model updates, checkpoints, resume.
+
+One file on purpose: the step loop, its rollback on non-finite losses, exact resume and the
+data-parallel split all read and write the same trainer state (step, batch position, RNG,
+learning-rate scale), and keeping them together keeps that state's invariants in one place.
+"""
 
 from __future__ import annotations
 
