@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 import vinaflow
-from vinaflow.blocks import ActNorm, InvertibleBlock, SplineCoupling, build_flow
+from block_checks import brute_logdet, perturb
+from vinaflow.blocks import SplineCoupling, build_flow
 from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.models import ConditionalINN, JointINN
@@ -26,33 +27,12 @@ def _seed() -> None:
     torch.manual_seed(0)
 
 
-@torch.no_grad()
-def perturb(module: nn.Module, scale: float = 0.15) -> nn.Module:
-    """Move every parameter away from the identity initialisation.
-
-    Splines are more sensitive than affine maps to raw parameters (softmax bin widths,
-    exponentiated derivatives): at 0.15 the blocks' log-dets reach about 5 nats; at 0.3
-    they reach 20 and float32 round trips lose digits to conditioning, not to errors
-    (the float64 test below covers that regime).
-    """
-    for p in module.parameters():
-        p.add_(scale * torch.randn_like(p))
-    for m in module.modules():
-        if isinstance(m, ActNorm):
-            m.initialized.fill_(True)
-    return module.eval()
-
-
-def brute_logdet(block: InvertibleBlock, x: torch.Tensor, c: torch.Tensor | None, rev: bool):
-    """``log|det d out/d x|`` per sample from the autograd Jacobian."""
-    out = []
-    for i in range(x.shape[0]):
-        ci = None if c is None else c[i : i + 1]
-        jac = torch.autograd.functional.jacobian(
-            lambda xi, ci=ci: block(xi[None], ci, rev=rev)[0][0], x[i]
-        )
-        out.append(torch.linalg.slogdet(jac)[1])
-    return torch.stack(out)
+def spline_perturb(module: nn.Module, scale: float = 0.15) -> nn.Module:
+    """:func:`perturb` at a smaller scale: splines are more sensitive than affine maps to
+    raw parameters (softmax bin widths, exponentiated derivatives); at 0.15 the blocks'
+    log-dets reach about 5 nats, at 0.3 they reach 20 and float32 round trips lose digits
+    to conditioning, not to errors (the float64 test below covers that regime)."""
+    return perturb(module, scale)
 
 
 FACTORIES = {
@@ -65,7 +45,7 @@ FACTORIES = {
 @pytest.mark.parametrize("dim", [1, 2, 5])
 @pytest.mark.parametrize("cond_dim", [0, 3])
 def test_roundtrip_and_logdet(kind: str, dim: int, cond_dim: int) -> None:
-    block = perturb(FACTORIES[kind](dim, cond_dim))
+    block = spline_perturb(FACTORIES[kind](dim, cond_dim))
     x = 1.5 * torch.randn(BATCH, dim)  # some points beyond the bound: the identity tails
     c = torch.randn(BATCH, cond_dim) if cond_dim else None
     with torch.no_grad():
@@ -89,7 +69,7 @@ def test_roundtrip_and_logdet(kind: str, dim: int, cond_dim: int) -> None:
 
 
 def test_roundtrip_float64_far_from_identity() -> None:
-    block = perturb(build_flow(5, 3, arch="spline", blocks=3, hidden=16), scale=0.3).double()
+    block = spline_perturb(build_flow(5, 3, arch="spline", blocks=3, hidden=16), scale=0.3).double()
     x = torch.randn(BATCH, 5, dtype=torch.float64)
     c = torch.randn(BATCH, 3, dtype=torch.float64)
     with torch.no_grad():
@@ -110,7 +90,7 @@ def test_identity_at_init_and_outside_the_bound() -> None:
     torch.testing.assert_close(y, x)
     torch.testing.assert_close(ld, torch.zeros(8))
 
-    perturb(block)
+    spline_perturb(block)
     with torch.no_grad():
         y, _ = block(x, c)
         assert ((y - x).abs() > 1e-4).all(), "both halves must be transformed"
@@ -122,7 +102,7 @@ def test_identity_at_init_and_outside_the_bound() -> None:
 
 def test_condition_changes_the_output_and_the_density() -> None:
     for dim in (1, 3):
-        block = perturb(SplineCoupling(dim, 2, hidden=16))
+        block = spline_perturb(SplineCoupling(dim, 2, hidden=16))
         x = torch.randn(64, dim)
         with torch.no_grad():
             y1, ld1 = block(x, torch.randn(64, 2))
@@ -132,7 +112,7 @@ def test_condition_changes_the_output_and_the_density() -> None:
 
 
 def test_unconditional_one_dimensional_spline_is_learned_constants() -> None:
-    block = perturb(SplineCoupling(1))
+    block = spline_perturb(SplineCoupling(1))
     assert [n for n, _ in block.named_parameters()] == ["raw"]
     x = torch.linspace(-3, 3, 50)[:, None]
     with torch.no_grad():
