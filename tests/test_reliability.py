@@ -17,12 +17,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from vinaflow.atomic import atomic_path, atomic_write_text
 from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
 from vinaflow.experiments.pipeline import _check_resumable
 from vinaflow.models import ConditionalINN
 from vinaflow.objectives.losses import CompositeObjective, NLLObjective, Objective
 from vinaflow.problems import GaussianLinear, load_bank
-from vinaflow.training import Trainer, TrainingConfig, atomic_path, atomic_write_text
+from vinaflow.training import Trainer, TrainingConfig
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "vinaflow"
 

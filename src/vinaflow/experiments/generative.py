@@ -51,7 +51,7 @@ import torch
 import yaml
 from torch import Tensor
 
-from vinaflow.atomic import atomic_path
+from vinaflow.atomic import atomic_path, atomic_write_text
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.evaluation import mmd, w1
 from vinaflow.evaluation.certificate import certify_flow
@@ -82,7 +82,6 @@ from vinaflow.training import (
     Trainer,
     TrainingConfig,
     TrainResult,
-    atomic_write_text,
 )
 from vinaflow.training.fitting import (
     Dataset,

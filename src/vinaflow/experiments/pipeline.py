@@ -32,6 +32,7 @@ from torch import Tensor
 
 from vinaflow import objectives
 from vinaflow._version import __version__
+from vinaflow.atomic import atomic_write_json, atomic_write_text
 from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError
 from vinaflow.evaluation.certificate import certificate_for_run
@@ -42,8 +43,6 @@ from vinaflow.problems import Problem, make_problem
 from vinaflow.training import (
     TrainingConfig,
     TrainResult,
-    atomic_write_json,
-    atomic_write_text,
     fitting,
 )
 from vinaflow.training.fitting import Dataset, noise_augmentation_inputs, prepare_data
