@@ -199,3 +199,101 @@ def test_train_on_cuda_save_load_on_cpu_same_samples(tmp_path: Path) -> None:
     model2, obj2, trainer2, _, _ = _job("fdiv", 12, device="cpu")
     r2 = trainer2.fit(model2, obj2, x, y, checkpoint=tmp_path / "checkpoint.pt", resume=True)
     assert r2.steps == 12 and r2.device == "cpu"
+
+
+# -- the command line: vinaflow run --nproc N, torchrun, a killed run ------------------
+_CLI_SETTINGS = [
+    "--no-progress",
+    *("--set", "training.max_seconds=null"),
+    *("--set", "training.lr_schedule=constant"),
+    *("--set", "training.checkpoint_every=10"),
+    *("--set", "evaluation.certificate=false"),
+    *("--set", "evaluation.plots=false"),
+    *("--set", "evaluation.num_observations=2"),
+    *("--set", "problem.num_simulations=4000"),
+]
+_EXAMPLE = str(Path(__file__).parents[1] / "examples" / "nll_cinn.yaml")
+
+
+def _weights(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _cli(*argv: str) -> int:
+    from vinaflow.cli import main
+
+    return main(["run", _EXAMPLE, *_CLI_SETTINGS, *argv])
+
+
+@needs_two_cores
+def test_cli_killed_two_process_run_resumes_in_one(tmp_path: Path) -> None:
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "vinaflow", "run", _EXAMPLE, *_CLI_SETTINGS]
+    cmd += ["--nproc", "2", "--out", str(out), "--set", "training.steps=1000000"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").is_file():
+        assert proc.poll() is None, proc.stderr.read().decode()
+        assert time.monotonic() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)  # the launcher and both ranks, mid-training
+    proc.wait()
+    assert not (out / "metrics.json").exists()
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert step % 10 == 0 and step > 0
+    # resumed by one process; ends exactly where one uninterrupted process ends
+    total = f"training.steps={step + 20}"
+    assert _cli("--out", str(out), "--resume", "--set", total) == 0
+    assert _cli("--out", str(tmp_path / "straight"), "--set", total) == 0
+    assert _max_diff(_weights(out), _weights(tmp_path / "straight")) < TOL
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["train_steps"] == step + 20 and metrics["processes"] == 1
+    assert not [p for p in out.iterdir() if ".tmp" in p.name or p.name.startswith(".")]
+
+
+@needs_two_cores
+def test_cli_nproc_two_matches_one_and_rank_zero_writes_once(tmp_path: Path) -> None:
+    import json
+
+    assert _cli("--nproc", "2", "--out", str(tmp_path / "two"), "--set", "training.steps=30") == 0
+    assert _cli("--out", str(tmp_path / "one"), "--set", "training.steps=30") == 0
+    assert _max_diff(_weights(tmp_path / "two"), _weights(tmp_path / "one")) < TOL
+    assert json.loads((tmp_path / "two" / "metrics.json").read_text())["processes"] == 2
+    names = sorted(p.name for p in (tmp_path / "two").iterdir())
+    assert names == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+@pytest.mark.slow
+@needs_two_cores
+def test_torchrun_launch_matches_one_process(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    steps = ("--set", "training.steps=30")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2"]
+    cmd += ["-m", "vinaflow.cli", "run", _EXAMPLE, *_CLI_SETTINGS, *steps]
+    subprocess.run([*cmd, "--out", str(tmp_path / "tr")], check=True, capture_output=True)
+    assert _cli("--out", str(tmp_path / "one"), *steps) == 0
+    assert _max_diff(_weights(tmp_path / "tr"), _weights(tmp_path / "one")) < TOL
+
+
+def test_cli_nproc_refused_with_exit_status_2(tmp_path: Path, capsys) -> None:
+    too_many = str(vd.usable_cpus() + 1)
+    assert _cli("--nproc", too_many, "--out", str(tmp_path / "a")) == 2
+    assert f"--nproc {too_many}" in capsys.readouterr().err
+    assert _cli("--nproc", "0", "--out", str(tmp_path / "b")) == 2
+    assert "--nproc must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    if not torch.cuda.is_available():
+        assert _cli("--out", str(tmp_path / "c"), "--set", "training.device=cuda") == 2
+        assert "training.device" in capsys.readouterr().err

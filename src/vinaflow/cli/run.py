@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,11 +50,67 @@ def train_into_folder(
     return 0
 
 
+def _rank_run(cfg: dict[str, Any], out: str, resume: bool, progress: bool) -> None:
+    """One process of ``vinaflow run --nproc N`` (module level: spawn pickles it). A user
+    error is printed once, by the rank that hit it, and ends the process with status 2,
+    which the launching process passes on."""
+    from vinaflow.errors import VinaflowError
+    from vinaflow.experiments.pipeline import run
+
+    try:
+        run(cfg, out, resume=resume, progress=progress)
+    except VinaflowError as err:
+        print(f"vinaflow: error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _run_processes(args: argparse.Namespace, cfg: dict[str, Any], nproc: int) -> int:
+    """``--nproc N``: N processes on this machine train one model (data-parallel), rank 0
+    writes the run folder; the metrics table is read back from it."""
+    import torch.multiprocessing as mp
+
+    from vinaflow.experiments.pipeline import check_output_dir
+    from vinaflow.experiments.report import format_metrics_table
+    from vinaflow.training.distributed import check_nproc, launch
+
+    device = cfg["training"].get("device", "auto")
+    check_nproc(nproc, device)
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    check_output_dir(out, args.resume, args.overwrite)
+    try:
+        launch(_rank_run, nproc, device, cfg, str(out), args.resume, not args.no_progress)
+    except mp.ProcessExitedException as err:
+        if err.exit_code == 2:  # a user error, already printed by that rank
+            return 2
+        raise
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(format_metrics_table(metrics))
+    print(f"\nwrote {out}/ ({nproc} processes; metrics.json, report.md, model.safetensors)")
+    return 0
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from vinaflow.config import load_config
     from vinaflow.experiments.pipeline import run
+    from vinaflow.training.distributed import init_from_environment, is_main_process
 
-    return train_into_folder(args, load_config(args.config, args.set or []), run, "run")
+    cfg = load_config(args.config, args.set or [])
+    device = cfg["training"].get("device", "auto")
+    if args.nproc is not None and args.nproc != 1:
+        if "WORLD_SIZE" in os.environ:
+            raise ConfigError("--nproc: this process was started by torchrun; drop --nproc")
+        return _run_processes(args, cfg, args.nproc)
+    if init_from_environment(device):  # started by torchrun: one rank of the group
+        from vinaflow.experiments.pipeline import check_output_dir
+
+        if not args.out:
+            raise ConfigError("--out is required under torchrun (every rank must agree on it)")
+        # Every rank checks, so that a refused folder stops all of them, not only rank 0.
+        check_output_dir(Path(args.out), args.resume, args.overwrite)
+        if not is_main_process():
+            run(cfg, args.out, resume=args.resume, progress=False)
+            return 0
+    return train_into_folder(args, cfg, run, "run")
 
 
 def _load_run(directory: str) -> tuple[dict[str, Any], Any]:
@@ -149,6 +207,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     p = sub.add_parser("run", help="train, evaluate and report one config")
     p.add_argument("config", nargs="?", help="YAML config (default: built-in example)")
     add_run_options(p, "run")
+    p.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this machine (gloo on CPU cores, NCCL "
+        "with one GPU each); torchrun --nproc-per-node N -m vinaflow.cli run ... works too",
+    )
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sample", help="posterior samples from a trained run")

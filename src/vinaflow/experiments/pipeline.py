@@ -45,6 +45,7 @@ from vinaflow.training import (
     TrainResult,
     fitting,
 )
+from vinaflow.training.distributed import is_main_process
 from vinaflow.training.fitting import Dataset, noise_augmentation_inputs, prepare_data
 
 __all__ = [
@@ -87,6 +88,8 @@ RESUMABLE_TRAINING_KEYS = (
     "val_every",
     "patience",
     "threads",
+    # the weights are device-independent: a run may resume on another device
+    "device",
 )
 
 
@@ -107,6 +110,8 @@ def training_metrics(result: TrainResult, seed: int) -> dict[str, Any]:
         "train_steps": result.steps,
         "stopped": result.stopped,
         "retries": result.retries,
+        "processes": result.world_size,
+        "device": result.device,
         "seed": seed,
         "peak_memory_mb": peak_memory_mb(),
         "environment": environment(),
@@ -317,6 +322,7 @@ def run(
         cfg["model"], cfg["objective"], problem.dim_x, problem.dim_y, tcfg.seed
     )
     job = fitting.prepare_training(model, cfg["objective"], tcfg, data, problem)
+    main = is_main_process()
     if out_dir is not None:
         if resume:
             check_resumable(out_dir, cfg)
@@ -327,12 +333,18 @@ def run(
                     file=sys.stderr,
                 )
                 resume = False
-        out_dir.mkdir(parents=True, exist_ok=True)
-        remove_temporaries(out_dir)
-        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+        if main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            remove_temporaries(out_dir)
+            atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
     result = job.run(
         checkpoint=None if out_dir is None else out_dir / "checkpoint.pt", resume=resume
     )
+    if not main:
+        # Data-parallel: the other ranks trained the same model; rank 0 evaluates and
+        # writes the run folder once.
+        train_metrics = training_metrics(result, tcfg.seed)
+        return RunResult(cfg, model, Posterior(model), problem, result, train_metrics)
     posterior = Posterior(model)
     plots = None
     if out_dir is not None and cfg["evaluation"].get("plots", True):
