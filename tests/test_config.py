@@ -173,7 +173,7 @@ def test_training_keys_are_the_dataclass_fields() -> None:
 
 
 def test_model_keys_follow_the_model_and_block_constructors() -> None:
-    assert MODEL_KEYS["kind"].choices == tuple(MODEL_KINDS) == ("inn", "cinn")
+    assert MODEL_KEYS["kind"].choices == tuple(MODEL_KINDS) == ("inn", "cinn", "cnf")
     cinn = model_keys("cinn", "coupling")
     assert {"embedding_dim", "clamp", "actnorm"} <= set(cinn)
     assert not {"y_weight", "logdet"} & set(cinn)

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from vinaflow.errors import ConfigError
-from vinaflow.models import BLOCK_CLASSES, MODEL_KINDS, model_keys
+from vinaflow.models import BLOCK_CLASSES, BLOCK_KINDS, MODEL_KINDS, model_keys
 from vinaflow.objectives.build import check_objective_model
 from vinaflow.objectives.divergences import DIVERGENCES
 from vinaflow.objectives.specs import objective_config, objective_keys
@@ -197,6 +197,13 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         merged["problem"] = {"num_simulations": DEFAULT_CONFIG["problem"]["num_simulations"]}
     if config.get("objective") and "name" in config["objective"]:
         merged["objective"] = {}
+    kind = (config.get("model") or {}).get("kind")
+    if kind in MODEL_KINDS and kind not in BLOCK_KINDS:
+        # A kind without invertible blocks (the CNF) starts from its own constructor's
+        # defaults, and trains with its own objective unless one is named.
+        merged["model"] = {}
+        if "name" not in (config.get("objective") or {}):
+            merged["objective"] = {"name": getattr(MODEL_KINDS[kind], "default_objective", "nll")}
     for s in SECTIONS:
         if config.get(s):
             merged[s] = deep_merge(merged[s], config[s])

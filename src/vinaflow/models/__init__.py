@@ -8,6 +8,7 @@ architecture) by :func:`model_keys`.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from vinaflow.blocks import (
@@ -21,6 +22,7 @@ from vinaflow.blocks.base import InvertibleBlock
 from vinaflow.errors import ConfigError
 from vinaflow.models.base import AmortizedModel, Encoding
 from vinaflow.models.cinn import ConditionalINN
+from vinaflow.models.cnf import ContinuousFlow
 from vinaflow.models.flow import BASE_DISTRIBUTIONS, NormalizingFlow, make_base
 from vinaflow.models.inn import JointINN
 from vinaflow.models.normalization import Standardizer
@@ -30,9 +32,11 @@ from vinaflow.settings import Setting, signature_settings
 __all__ = [
     "BASE_DISTRIBUTIONS",
     "BLOCK_CLASSES",
+    "BLOCK_KINDS",
     "MODEL_KINDS",
     "AmortizedModel",
     "ConditionalINN",
+    "ContinuousFlow",
     "Encoding",
     "JointINN",
     "NormalizingFlow",
@@ -45,7 +49,9 @@ __all__ = [
 ]
 
 #: Amortized model kinds ``p(x | y)`` by their ``kind`` (the ``model.kind`` config key).
-MODEL_KINDS: dict[str, type[AmortizedModel]] = {cls.kind: cls for cls in (JointINN, ConditionalINN)}
+MODEL_KINDS: dict[str, type[AmortizedModel]] = {
+    cls.kind: cls for cls in (JointINN, ConditionalINN, ContinuousFlow)
+}
 
 #: Block class of each architecture of :func:`~vinaflow.blocks.build_flow`.
 BLOCK_CLASSES: dict[str, type[InvertibleBlock]] = {
@@ -54,6 +60,12 @@ BLOCK_CLASSES: dict[str, type[InvertibleBlock]] = {
     "spline": SplineCoupling,
 }
 assert tuple(BLOCK_CLASSES) == tuple(ARCHITECTURES), "one block class per architecture"
+
+#: Kinds built from the invertible blocks of :func:`~vinaflow.blocks.build_flow` (their
+#: constructors take ``arch``); the others define their bijection themselves.
+BLOCK_KINDS: tuple[str, ...] = tuple(
+    k for k, cls in MODEL_KINDS.items() if "arch" in inspect.signature(cls.__init__).parameters
+)
 
 #: ``explicit: auto`` lets the pipeline pick the explicit direction of an i-ResNet from
 #: the objective (the trained direction), so it is a model setting but not a block one.
@@ -65,10 +77,19 @@ def model_keys(kind: str, arch: str) -> dict[str, Setting]:
 
     Derived from the signatures of the model class, :func:`build_flow` and the block
     class of ``arch``; string choices come from the ``CHOICES`` tables of the block and
-    model classes.
+    model classes. A kind without invertible blocks (the continuous flow) has only its
+    class's settings, whatever ``arch``.
     """
     if kind not in MODEL_KINDS:
         raise ConfigError(f"model.kind: unknown value {kind!r}; allowed: {', '.join(MODEL_KINDS)}")
+    if kind not in BLOCK_KINDS:
+        cls = MODEL_KINDS[kind]
+        return {
+            "kind": Setting("kind", kind, (str,), tuple(MODEL_KINDS)),
+            **signature_settings(
+                cls.__init__, skip=("dim_x", "dim_y"), choices=getattr(cls, "CHOICES", None)
+            ),
+        }
     if arch not in BLOCK_CLASSES:
         raise ConfigError(
             f"model.arch: unknown value {arch!r}; allowed: {', '.join(BLOCK_CLASSES)}"

@@ -12,7 +12,8 @@ from vinaflow.errors import ConfigError
 from vinaflow.models import MODEL_KINDS
 from vinaflow.models.base import AmortizedModel
 from vinaflow.objectives.losses import OBJECTIVES, Objective
-from vinaflow.objectives.specs import Composite, ObjectiveSpec, Term, parse_objective
+from vinaflow.objectives.losses import PriorPenalty as PriorPenaltyObjective
+from vinaflow.objectives.specs import Composite, ObjectiveSpec, PriorPenalty, Term, parse_objective
 
 __all__ = ["build_objective", "check_objective_model"]
 
@@ -60,11 +61,14 @@ def check_objective_model(
         field = "objective" if i == 0 else f"objective.terms[{i - 1}]"
         s = term.settings
         direction = s.get("direction")
+        _check_interface(field, _interface(OBJECTIVES[term.name]), repr(term), kind)
         if OBJECTIVES[term.name].needs_log_prob(**s) and kind not in with_density:
+            trainable = _kinds_with(_interface(OBJECTIVES[term.name]))
             raise ConfigError(
                 f"{field}: {term!r} trains through the model's log-density, which "
                 f"model.kind={kind} does not have; valid combinations: model.kind in "
-                f"({', '.join(with_density)}) without latent padding, or another objective "
+                f"({', '.join(k for k in with_density if k in trainable)}) without latent "
+                "padding, or another objective "
                 "setting (e.g. gradient: pathwise)"
             )
         if (s.get("y_weight") or 0) > 0 and (kind not in predicts_y or direction != "forward"):
@@ -78,3 +82,42 @@ def check_objective_model(
                 f"{field}.nonsaturating applies to direction=backward only, got "
                 f"direction={direction}"
             )
+    if any(isinstance(t, PriorPenalty) and w > 0 for t, w in spec.weighted()):
+        _check_interface("objective.prior", _interface(PriorPenaltyObjective), "a prior", kind)
+
+
+def _interface(objective: type[Objective]) -> str:
+    """The model interface an objective trains: ``bijection`` (encode, generate, nll,
+    differentiated) unless the class says otherwise (flow matching: ``velocity``)."""
+    return getattr(objective, "interface", "bijection")
+
+
+def _kinds_with(interface: str) -> list[str]:
+    return [
+        k
+        for k, cls in MODEL_KINDS.items()
+        if interface in getattr(cls, "interfaces", ("bijection",))
+    ]
+
+
+def _check_interface(field: str, interface: str, what: str, kind: Any) -> None:
+    """Refuse an objective on a model kind that does not offer what it trains.
+
+    A CNF is trained through its velocity field only: the objectives that differentiate
+    the bijection would backpropagate through the ODE solver, which is not supported.
+    """
+    if kind not in MODEL_KINDS or kind in _kinds_with(interface):
+        return
+    by_interface: dict[str, list[str]] = {}
+    for name, cls in OBJECTIVES.items():
+        by_interface.setdefault(_interface(cls), []).append(name)
+    valid = "; ".join(
+        f"objective.name in ({', '.join(names)}) with model.kind in "
+        f"({', '.join(_kinds_with(face))})"
+        for face, names in by_interface.items()
+    )
+    raise ConfigError(
+        f"{field}: {what} trains a model through its {interface}, which model.kind={kind} "
+        f"does not offer; valid combinations: {valid} (a prior penalty needs a kind "
+        f"in ({', '.join(_kinds_with(_interface(PriorPenaltyObjective)))}))"
+    )

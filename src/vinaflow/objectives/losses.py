@@ -26,6 +26,7 @@ from vinaflow.objectives.base import (
     slog,
 )
 from vinaflow.objectives.fdivergence import GRADIENTS, FDivergenceObjective
+from vinaflow.objectives.flow_matching import FlowMatchingObjective
 from vinaflow.objectives.mmd import mmd_imq
 from vinaflow.objectives.priors import box_prior_penalty, gaussian_prior_penalty
 from vinaflow.objectives.sinkhorn import sinkhorn_divergence
@@ -39,6 +40,7 @@ __all__ = [
     "CompositeObjective",
     "JointWhitener",
     "FDivergenceObjective",
+    "FlowMatchingObjective",
     "MMDObjective",
     "NLLObjective",
     "Objective",
@@ -238,5 +240,12 @@ def check_weights(weights: Sequence[float], field: str = "objective") -> list[fl
 #: Objectives by config name (``objective.name``); each class's constructor arguments
 #: after ``model`` are the config keys it takes.
 OBJECTIVES: dict[str, type[Objective]] = {
-    cls.name: cls for cls in (NLLObjective, FDivergenceObjective, SinkhornObjective, MMDObjective)
+    cls.name: cls
+    for cls in (
+        NLLObjective,
+        FDivergenceObjective,
+        SinkhornObjective,
+        MMDObjective,
+        FlowMatchingObjective,
+    )
 }
