@@ -31,7 +31,7 @@ from vinaflow import config as _config
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.evaluation.certificate import certify_posterior
 from vinaflow.evaluation.posterior import score_against_reference, score_posterior
-from vinaflow.models import AmortizedModel, Posterior, as_observations
+from vinaflow.models import MODEL_KINDS, AmortizedModel, Posterior, as_observations
 from vinaflow.objectives import objective_config
 from vinaflow.objectives.losses import Objective
 from vinaflow.problems import Problem, SimulatorProblem
@@ -183,7 +183,7 @@ def fit(
     y: Any = None,
     *,
     model: str | AmortizedModel = "cinn",
-    objective: Any = "nll",
+    objective: Any = None,
     max_seconds: float | None = None,
     steps: int | None = None,
     seed: int = 0,
@@ -212,11 +212,14 @@ def fit(
     follows the time budget (cosine learning-rate decay over ``max_seconds``).
 
     ``model``: ``"cinn"`` (conditional INN, has ``log_prob``), ``"inn"`` (the paper's joint
-    INN) or a built :class:`vinaflow.models.AmortizedModel`. ``objective``: ``"nll"``
-    (maximum likelihood), a divergence name (``"kl"``, ``"js"``, ``"reverse-kl"``, ...: the
-    variational f-divergence between the data joint and the model joint, backward
-    direction), ``"sinkhorn"``, ``"mmd"``, an objective spec with ``to_config()``, a
-    mapping in the form of the YAML ``objective`` section, or a built objective.
+    INN), ``"cnf"`` (continuous normalizing flow, trained by flow matching, has
+    ``log_prob``) or a built :class:`vinaflow.models.AmortizedModel`. ``objective``: by
+    default the model kind's own (``"flow_matching"`` for a CNF, ``"nll"`` otherwise);
+    ``"nll"`` (maximum likelihood), ``"flow_matching"`` (CNF only), a divergence name
+    (``"kl"``, ``"js"``, ``"reverse-kl"``, ...: the variational f-divergence between the
+    data joint and the model joint, backward direction), ``"sinkhorn"``, ``"mmd"``, an
+    objective spec with ``to_config()``, a mapping in the form of the YAML ``objective``
+    section, or a built objective.
 
     ``options`` are the settings of the YAML config's ``model`` (``blocks``, ``hidden``,
     ``embedding_dim``, ...), ``training`` (``batch_size``, ``lr``, ``noise_augmentation``,
@@ -276,6 +279,9 @@ def fit(
     dim_x, dim_y = data.x.shape[1], data.y.shape[1]
 
     # Config sections, validated like a YAML config.
+    if objective is None:
+        kind_cls = MODEL_KINDS.get(model) if isinstance(model, str) else type(model)
+        objective = getattr(kind_cls, "default_objective", "nll")
     built_objective = objective if isinstance(objective, Objective) else None
     if built_objective is not None and sections["objective"]:
         raise ConfigError(
@@ -296,7 +302,7 @@ def fit(
     if built_model is not None and sections["model"]:
         raise ConfigError(
             f"fit: model options {sorted(sections['model'])} need model to be a kind name "
-            "('cinn', 'inn'), not a built model"
+            "('cinn', 'inn', 'cnf'), not a built model"
         )
     training = dict(sections["training"])
     if steps is None:

@@ -174,7 +174,7 @@ def build_model_from_config(
 def _check_model(model: Any, dim_x: int, dim_y: int) -> None:
     if not isinstance(model, AmortizedModel):
         raise ConfigError(
-            "model must be a kind name ('cinn', 'inn') or a conditional model "
+            "model must be a kind name ('cinn', 'inn', 'cnf') or a conditional model "
             f"(vinaflow.models.AmortizedModel), got {type(model).__name__}; unconditional "
             "flows train with `vinaflow flow`"
         )
