@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -153,7 +155,9 @@ def test_flow_matching_loss_is_zero_for_the_exact_field_of_a_point_mass() -> Non
 
 def test_run_configs_choose_the_cnf_by_kind() -> None:
     cfg = resolve_config({"model": {"kind": "cnf", "hidden": 32}})
-    assert cfg["model"] == {"kind": "cnf", "hidden": 32}
+    assert cfg["model"]["kind"] == "cnf" and cfg["model"]["hidden"] == 32
+    assert cfg["model"]["layers"] == 3 and "seed" not in cfg["model"]  # the CNF's defaults
+    assert "arch" not in cfg["model"] and "blocks" not in cfg["model"]
     assert cfg["objective"]["name"] == "flow_matching"
     cfg = resolve_config({"model": {"kind": "cnf"}, "objective": {"sigma_min": 0.01}})
     assert cfg["objective"] == {"name": "flow_matching", "sigma_min": 0.01}
@@ -218,3 +222,36 @@ def test_a_failing_ode_solve_raises_instead_of_hanging_or_returning_nan() -> Non
     stiff = _cnf(dim_x=2, dim_y=1, atol=1e-9, rtol=1e-9, max_evaluations=100)
     with pytest.raises(ConvergenceError, match="more than model.max_evaluations=100"):
         Posterior(stiff).sample([0.0], 5, seed=0)
+
+
+def test_vinaflow_run_trains_evaluates_and_reports_a_cnf(tmp_path) -> None:  # noqa: ANN001
+    sets = {
+        "model.kind": "cnf",
+        "model.hidden": 16,
+        "problem.num_simulations": 600,
+        "training.steps": 40,
+        "evaluation.num_observations": 2,
+        "evaluation.num_samples": 100,
+        "evaluation.num_calibration": 10,
+        "evaluation.calibration_samples": 20,
+        "evaluation.plots": "false",
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "vinaflow", "run", *args, "--out", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "- model: `cnf`, hidden 16 x 3 layers" in (out / "report.md").read_text()
+    assert "- objective: flow_matching\n" in (out / "report.md").read_text()
+    assert isinstance(vinaflow.load(out).model, ContinuousFlow)
+    bad = subprocess.run(
+        [sys.executable, "-m", "vinaflow", "run", *args, "--set", "objective.name=nll"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "valid combinations" in bad.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written

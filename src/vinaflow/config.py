@@ -200,8 +200,10 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     kind = (config.get("model") or {}).get("kind")
     if kind in MODEL_KINDS and kind not in BLOCK_KINDS:
         # A kind without invertible blocks (the CNF) starts from its own constructor's
-        # defaults, and trains with its own objective unless one is named.
-        merged["model"] = {}
+        # defaults (the run's seed, not the constructor's), and trains with its own
+        # objective unless one is named.
+        own = model_keys(kind, DEFAULT_CONFIG["model"]["arch"])
+        merged["model"] = {k: s.default for k, s in own.items() if k not in ("kind", "seed")}
         if "name" not in (config.get("objective") or {}):
             merged["objective"] = {"name": getattr(MODEL_KINDS[kind], "default_objective", "nll")}
     for s in SECTIONS:

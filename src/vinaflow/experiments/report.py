@@ -176,12 +176,14 @@ def _run_header(cfg: Mapping[str, Any], metrics: Mapping[str, Any]) -> list[str]
         f" ({o.get('divergence')}, {o.get('direction')})"
         if o["name"] == "fdiv"
         else f" ({o.get('direction')})"
-        if o["name"] != "nll"
+        if o.get("direction")
         else ""
     )
     return [
         f"- problem: `{desc}`",
-        f"- model: `{m['kind']}` / `{m['arch']}`, {m['blocks']} blocks, hidden {m['hidden']}",
+        f"- model: `{m['kind']}` / `{m['arch']}`, {m['blocks']} blocks, hidden {m['hidden']}"
+        if "arch" in m
+        else f"- model: `{m['kind']}`, hidden {m.get('hidden')} x {m.get('layers')} layers",
         f"- objective: {obj}",
         f"- seed: {metrics.get('seed')}, steps: {metrics.get('train_steps')} "
         f"(stopped by {metrics.get('stopped')})",
