@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import vinaflow
 from block_checks import perturb
@@ -255,3 +257,17 @@ def test_vinaflow_run_trains_evaluates_and_reports_a_cnf(tmp_path) -> None:  # n
     )
     assert bad.returncode == 2 and "valid combinations" in bad.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # nothing written
+
+
+def _docs_block(marker: str) -> str:
+    """The fenced code block after ``<!-- marker`` in the models guide."""
+    page = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "models.md").read_text()
+    after = page.split(f"<!-- {marker}", 1)[1]
+    return after.split("```", 2)[1].split("\n", 1)[1]
+
+
+def test_the_models_guide_example_runs_and_its_config_validates(capsys) -> None:  # noqa: ANN001
+    exec(compile(_docs_block("cnf-example"), "models.md", "exec"), {})  # noqa: S102
+    assert capsys.readouterr().out.strip() == "(1, 1000, 2) (5,)"
+    cfg = resolve_config(yaml.safe_load(_docs_block("cnf-config")))
+    assert cfg["model"]["kind"] == "cnf" and cfg["objective"]["name"] == "flow_matching"
