@@ -80,3 +80,55 @@ def test_backward_member_reaches_the_closed_form(divergence: str) -> None:
 def test_sample_objective_reaches_the_closed_form(objective: Any, options: dict) -> None:
     kl = _accuracy(objective, lr=3e-3, **MODEL, **options)
     assert kl < MAX_KL, f"{objective}: Gaussian-fit KL {kl:.3f}"
+
+
+@pytest.mark.parametrize(
+    ("objective", "model", "message"),
+    [
+        (
+            {"name": "fdiv", "divergence": "pr", "direction": "forward"},
+            "cinn",
+            "objective.gradient=score (divergence=pr) is not defined for direction=forward",
+        ),
+        (
+            {"name": "fdiv", "divergence": "pr", "gradient": "bound"},
+            "cinn",
+            "objective.gradient=bound cannot train divergence=pr",
+        ),
+        (
+            {"name": "fdiv", "divergence": "tv", "gradient": "pathwise"},
+            "inn",
+            "divergence=tv does not give",
+        ),
+        (
+            {"name": "fdiv", "divergence": "kl", "gradient": "score"},
+            "inn",
+            "which model.kind=inn does not have; valid combinations: model.kind in (cinn)",
+        ),
+    ],
+)
+def test_combination_that_cannot_train_is_refused_at_config_time(
+    objective: dict, model: str, message: str
+) -> None:
+    from vinaflow.config import resolve_config
+    from vinaflow.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="valid combinations") as err:
+        resolve_config({"model": {"kind": model}, "objective": objective})
+    assert message in str(err.value)
+    x = PROBLEM.sample_prior(50, torch.Generator().manual_seed(0))
+    with pytest.raises(ConfigError, match="valid combinations") as err:
+        vinaflow.fit(x, PROBLEM.simulate(x), model=model, objective=objective, steps=1)
+    assert message in str(err.value) and str(err.value).startswith("fit:")
+
+
+def test_valid_gradient_combinations_are_accepted() -> None:
+    from vinaflow.objectives import check_objective_model
+
+    for divergence in MEMBERS:
+        check_objective_model({"name": "fdiv", "divergence": divergence}, {"kind": "cinn"})
+    check_objective_model(
+        {"name": "fdiv", "divergence": "tv", "gradient": "score", "auxiliary": "gan"},
+        {"kind": "cinn"},
+    )
+    check_objective_model({"name": "fdiv", "direction": "forward"}, {"kind": "inn"})

@@ -11,6 +11,8 @@ from torch.distributions import Distribution
 from vinaflow.errors import ConfigError
 from vinaflow.models import MODEL_KINDS
 from vinaflow.models.base import AmortizedModel
+from vinaflow.objectives.divergences import DIVERGENCES
+from vinaflow.objectives.fdivergence import GRADIENTS, FDivergenceObjective
 from vinaflow.objectives.losses import OBJECTIVES, Objective
 from vinaflow.objectives.losses import PriorPenalty as PriorPenaltyObjective
 from vinaflow.objectives.specs import Composite, ObjectiveSpec, PriorPenalty, Term, parse_objective
@@ -77,6 +79,8 @@ def check_objective_model(
                 f"direction={direction}; it applies to direction=forward with model.kind in "
                 f"({', '.join(predicts_y)}); remove it otherwise"
             )
+        if term.name == "fdiv":
+            _check_fdiv_gradient(field, s)
         if s.get("nonsaturating") and direction != "backward":
             raise ConfigError(
                 f"{field}.nonsaturating applies to direction=backward only, got "
@@ -121,3 +125,38 @@ def _check_interface(field: str, interface: str, what: str, kind: Any) -> None:
         f"does not offer; valid combinations: {valid} (a prior penalty needs a kind "
         f"in ({', '.join(_kinds_with(_interface(PriorPenaltyObjective)))}))"
     )
+
+
+def _check_fdiv_gradient(field: str, s: Mapping[str, Any]) -> None:
+    """Refuse a generator gradient the divergence or direction cannot use, at config time
+    (the objective's constructor would refuse it only once the model is built)."""
+    divergence, direction = s.get("divergence", "kl"), s.get("direction")
+    gradient = FDivergenceObjective.resolved_gradient(divergence, s.get("gradient"))
+    ratio_free = [d for d, div in DIVERGENCES.items() if div.log_ratio is None]
+    with_ratio = [d for d in DIVERGENCES if d not in ratio_free]
+    estimators = [g for g in GRADIENTS if g != "bound"]
+    valid = (
+        f"valid combinations: gradient=bound with divergence in ({', '.join(DIVERGENCES)}) "
+        f"and direction backward or forward; gradient in ({', '.join(estimators)}) with "
+        f"divergence in ({', '.join([*DIVERGENCES, 'pr'])}), direction backward and an "
+        f"auxiliary in ({', '.join(with_ratio)})"
+    )
+    if gradient != "bound" and direction != "backward":
+        raise ConfigError(
+            f"{field}.gradient={gradient} (divergence={divergence}) is not defined for "
+            f"direction={direction}; {valid}"
+        )
+    if gradient == "bound" and (divergence == "pr" or s.get("auxiliary") is not None):
+        raise ConfigError(
+            f"{field}.gradient=bound cannot train divergence={divergence} with auxiliary="
+            f"{s.get('auxiliary')}; {valid}"
+        )
+    if gradient != "bound" and divergence in ratio_free and s.get("auxiliary") is None:
+        raise ConfigError(
+            f"{field}.gradient={gradient} needs a density-ratio estimate, which "
+            f"divergence={divergence} does not give; set auxiliary; {valid}"
+        )
+    if s.get("auxiliary") in ratio_free:
+        raise ConfigError(
+            f"{field}.auxiliary={s['auxiliary']} gives no density-ratio estimate; {valid}"
+        )
