@@ -198,7 +198,7 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     if config.get("objective") and "name" in config["objective"]:
         merged["objective"] = {}
     kind = (config.get("model") or {}).get("kind")
-    if kind in MODEL_KINDS and kind not in BLOCK_KINDS:
+    if isinstance(kind, str) and kind in MODEL_KINDS and kind not in BLOCK_KINDS:
         # A kind without invertible blocks (the CNF) starts from its own constructor's
         # defaults (the run's seed, not the constructor's), and trains with its own
         # objective unless one is named.
