@@ -9,7 +9,7 @@ from typing import Any
 
 from vinaflow.config import _parse_scalar, read_config_file
 from vinaflow.errors import ConfigError
-from vinaflow.problems.simulate import simulate_bank
+from vinaflow.problems.simulate import BACKENDS, simulate_bank
 
 __all__ = ["problem_spec_from_args", "register"]
 
@@ -51,6 +51,9 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         overwrite=args.overwrite,
+        backend=args.backend,
+        address=args.address,
+        workers=args.workers,
     )
     shapes = (
         f"x ({info['n']}, {info['dim_x']}), y ({info['n']}, {info['dim_y']}), seed {info['seed']}"
@@ -74,7 +77,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("problem", help="built-in problem name, module:function, or a YAML config")
     p.add_argument("-n", type=int, required=True, help="number of simulations")
-    p.add_argument("--out", required=True, help="output .npz (arrays x, y and metadata)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output bank: FILE.npz (loaded whole) or a FOLDER of .npy shards (streamed)",
+    )
     p.add_argument(
         "--set",
         action="append",
@@ -85,4 +92,15 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--overwrite", action="store_true", help="discard existing output and restart")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        default="local",
+        help="where chunks are simulated: this process, or Ray workers (same bank either way)",
+    )
+    p.add_argument(
+        "--address",
+        help="Ray cluster address (HOST:PORT, ray://HOST:PORT or auto); default a local Ray",
+    )
+    p.add_argument("--workers", type=int, help="Ray tasks at once (default: the cluster's CPUs)")
     p.set_defaults(func=_cmd_simulate)

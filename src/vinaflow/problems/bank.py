@@ -1,4 +1,6 @@
-"""Precomputed simulation banks: ``.npz`` files with arrays ``x`` (n, dx) and ``y`` (n, dy)."""
+"""Precomputed simulation banks: ``.npz`` files with arrays ``x`` (n, dx) and ``y`` (n, dy),
+loaded whole, or folders of ``.npy`` shards (:class:`~vinaflow.problems.shards.ShardedBank`)
+that training streams."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from torch import Tensor
 
 from vinaflow.errors import DataError
 from vinaflow.problems.base import Problem
+from vinaflow.problems.shards import ShardedBank
 
 __all__ = ["BankProblem", "SimulationBank", "load_bank"]
 
@@ -39,12 +42,34 @@ class SimulationBank:
     def __len__(self) -> int:
         return self.x.shape[0]
 
+    @property
+    def dim_x(self) -> int:
+        return self.x.shape[1]
 
-def load_bank(path: str | Path) -> SimulationBank:
-    """Load and validate a bank; every problem is reported as a :class:`DataError`."""
+    @property
+    def dim_y(self) -> int:
+        return self.y.shape[1]
+
+    @property
+    def has_clean(self) -> bool:
+        return self.y_clean is not None
+
+
+def load_bank(path: str | Path) -> SimulationBank | ShardedBank:
+    """Load and validate a bank; every problem is reported as a :class:`DataError`.
+
+    A folder opens as a :class:`ShardedBank` (validated, not read); a file is loaded.
+    """
     if not isinstance(path, (str, os.PathLike)) or not str(path):
-        raise DataError(f"problem.bank must be the path of an .npz file, got {path!r}")
+        raise DataError(
+            f"problem.bank must be the path of an .npz file or a bank folder, got {path!r}"
+        )
     path = Path(path)
+    if path.is_dir():
+        sharded = ShardedBank(path)
+        if len(sharded) < 10:
+            raise DataError(f"bank {path} has only {len(sharded)} rows; need at least 10")
+        return sharded
     if not path.is_file():
         raise DataError(f"problem.bank: file not found: {path}")
     try:
@@ -124,9 +149,9 @@ class BankProblem(Problem):
 
     name = "bank"
 
-    def __init__(self, bank: SimulationBank, source: Problem | None = None) -> None:
+    def __init__(self, bank: SimulationBank | ShardedBank, source: Problem | None = None) -> None:
         self.bank, self.source = bank, source
-        self.dim_x, self.dim_y = bank.x.shape[1], bank.y.shape[1]
+        self.dim_x, self.dim_y = bank.dim_x, bank.dim_y
         if source is not None and (source.dim_x, source.dim_y) != (self.dim_x, self.dim_y):
             raise DataError(
                 f"bank shapes ({self.dim_x}, {self.dim_y}) do not match its recorded problem "
@@ -153,7 +178,7 @@ class BankProblem(Problem):
     @property
     def observation_noise_std(self) -> Tensor | None:
         """The recorded problem's noise, usable only with the bank's ``y_clean``."""
-        if self.source is None or self.bank.y_clean is None:
+        if self.source is None or not self.bank.has_clean:
             return None
         return self.source.observation_noise_std
 

@@ -1,15 +1,18 @@
 """``vinaflow simulate``: chunked, resumable simulation banks for any problem.
 
-A bank is an ``.npz`` file with arrays ``x`` ``(n, dim_x)`` and ``y`` ``(n, dim_y)``, the
-generating problem as a JSON string ``problem`` (so that ``problem: {bank: FILE}``
-rebuilds the simulator and the reference posterior) and the generation settings as
-a JSON string ``simulate`` (``n``, ``seed``, ``chunk_size``, vinaflow version).
+A bank is either an ``.npz`` file with arrays ``x`` ``(n, dim_x)`` and ``y``
+``(n, dim_y)``, or a folder of ``.npy`` shards (:mod:`vinaflow.problems.shards`) that
+training streams without loading it whole. Both record the generating problem
+(``problem``, so that ``problem: {bank: PATH}`` rebuilds the simulator and the reference
+posterior) and the generation settings (``simulate``: ``n``, ``seed``, ``chunk_size``,
+vinaflow version).
 
-While it runs, chunks go to a sidecar folder ``FILE.parts/`` (one atomically written
-``.npz`` per chunk plus ``manifest.json``). Killing the command at any moment loses
-at most the chunk in progress; the same command again resumes. The bank is a
-deterministic function of ``(problem, n, seed, chunk_size)``: chunk ``i`` draws from
-its own generator seeded by ``(seed, i)``, whatever the interruptions.
+While it runs, chunks go to a sidecar folder ``FILE.parts/`` (an ``.npz`` bank) or
+straight into the bank folder as its shards, each written atomically, beside a
+``manifest.json``. Killing the command at any moment loses at most the chunks in
+progress; the same command again resumes. The bank is a deterministic function of
+``(problem, n, seed, chunk_size)``: chunk ``i`` draws from its own generator seeded by
+``(seed, i)``, whatever the interruptions, the format or the backend (local or Ray).
 """
 
 from __future__ import annotations
@@ -31,7 +34,9 @@ from tqdm.auto import tqdm
 
 from vinaflow._version import __version__
 from vinaflow.atomic import atomic_path, atomic_write_json
+from vinaflow.cluster import check_ray_address, require_ray, run_on_ray
 from vinaflow.errors import ConfigError, DataError
+from vinaflow.problems import shards
 from vinaflow.problems.base import Problem
 from vinaflow.problems.registry import (
     BUILTIN_PROBLEMS,
@@ -40,9 +45,11 @@ from vinaflow.problems.registry import (
     problem_parameters,
 )
 
-__all__ = ["BANK_FORMAT_VERSION", "simulate_bank"]
+__all__ = ["BACKENDS", "BANK_FORMAT_VERSION", "simulate_bank"]
 
 BANK_FORMAT_VERSION = 1
+#: Where chunks are simulated: in this process, or as tasks on a Ray cluster.
+BACKENDS = ("local", "ray")
 MANIFEST = "manifest.json"
 
 
@@ -155,6 +162,116 @@ def _simulate_chunk(problem: Problem, size: int, seed: int) -> dict[str, np.ndar
     return out
 
 
+class _NpzStore:
+    """Chunks in the sidecar ``FILE.parts/``, joined into one ``.npz`` at the end."""
+
+    def __init__(self, out: Path, names: Sequence[str]) -> None:
+        self.out, self.names = out, names
+        self.parts = out.with_name(out.name + ".parts")
+
+    def complete_settings(self) -> dict[str, Any] | None:
+        if not self.out.exists():
+            return None
+        found = _bank_settings(self.out)
+        if found is None:
+            raise DataError(
+                f"simulate: {self.out} exists but is not a vinaflow bank; "
+                "pass --overwrite to replace it"
+            )
+        return found
+
+    def discard(self) -> None:
+        shutil.rmtree(self.parts, ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.out.unlink()
+
+    def _chunk(self, i: int) -> Path:
+        return self.parts / f"chunk_{i:06d}.npz"
+
+    def has_chunk(self, i: int, shapes: Mapping[str, tuple[int, int]]) -> bool:
+        arrays = _read_npz(self._chunk(i), self.names)
+        return arrays is not None and all(arrays[k].shape == shapes[k] for k in self.names)
+
+    def write_chunk(self, i: int, chunk: Mapping[str, np.ndarray]) -> None:
+        with atomic_path(self._chunk(i), suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **chunk)
+
+    def finish(self, settings: Mapping[str, Any], sizes: Sequence[int]) -> None:
+        columns: dict[str, list[np.ndarray]] = {k: [] for k in self.names}
+        for i in range(len(sizes)):
+            arrays = _read_npz(self._chunk(i), self.names)
+            if arrays is None:  # only if someone edits the sidecar while we run
+                raise DataError(f"simulate: chunk {i} in {self.parts} vanished or is unreadable")
+            for k in self.names:
+                columns[k].append(arrays[k])
+        meta = {k: v for k, v in settings.items() if k != "problem"}
+        with atomic_path(self.out, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    **{k: np.concatenate(v) for k, v in columns.items()},
+                    problem=np.array(json.dumps(settings["problem"])),
+                    simulate=np.array(json.dumps(meta)),
+                )
+        shutil.rmtree(self.parts, ignore_errors=True)
+        _fsync_dir(self.out.parent)
+
+
+class _ShardStore:
+    """Chunks written as the ``.npy`` shards of a bank folder; ``bank.json`` at the end."""
+
+    def __init__(self, out: Path, names: Sequence[str]) -> None:
+        self.out, self.names, self.parts = out, names, out
+
+    def complete_settings(self) -> dict[str, Any] | None:
+        index = self.out / shards.INDEX
+        if not index.exists():
+            return None
+        try:
+            found = json.loads(index.read_text(encoding="utf-8"))
+            return {"problem": found["problem"], **found["simulate"]}
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise DataError(
+                f"simulate: {index} is unreadable ({err}); pass --overwrite to start over"
+            ) from err
+
+    def discard(self) -> None:
+        shutil.rmtree(self.out, ignore_errors=True)
+
+    def has_chunk(self, i: int, shapes: Mapping[str, tuple[int, int]]) -> bool:
+        try:
+            return all(
+                shards.shard_shape(shards.shard_path(self.out, k, i))[0] == shapes[k]
+                for k in self.names
+            )
+        except DataError:
+            return False
+
+    def write_chunk(self, i: int, chunk: Mapping[str, np.ndarray]) -> None:
+        shards.write_shard(self.out, i, chunk)
+
+    def finish(self, settings: Mapping[str, Any], sizes: Sequence[int]) -> None:
+        meta = {k: v for k, v in settings.items() if k != "problem"}
+        info = {"problem": settings["problem"], "simulate": meta}
+        shards.write_index(self.out, sizes, self.names, info)
+        with contextlib.suppress(FileNotFoundError):
+            (self.out / MANIFEST).unlink()
+        _fsync_dir(self.out)
+
+
+_WORKER_PROBLEMS: dict[str, Problem] = {}
+
+
+def _ray_chunk(payload: tuple[dict[str, Any], int, int, int]) -> tuple[int, dict[str, np.ndarray]]:
+    """One chunk on a Ray worker; the problem is built once per worker process."""
+    spec, index, size, seed = payload
+    key = json.dumps(spec, sort_keys=True)
+    if key not in _WORKER_PROBLEMS:
+        _WORKER_PROBLEMS[key] = make_problem(spec)
+    return index, _simulate_chunk(_WORKER_PROBLEMS[key], size, seed)
+
+
 def simulate_bank(
     problem_spec: Mapping[str, Any],
     n: int,
@@ -163,17 +280,30 @@ def simulate_bank(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    backend: str = "local",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> dict[str, Any]:
-    """Simulate ``n`` pairs ``(x, y)`` of a problem into the bank ``out`` (``.npz``).
+    """Simulate ``n`` pairs ``(x, y)`` of a problem into the bank ``out``.
 
-    Resumes from ``out.parts/`` when a previous call with the same arguments was
-    interrupted; raises :class:`ConfigError` when the existing partial or finished
-    output was generated with different arguments (unless ``overwrite``).
+    ``out`` ending in ``.npz`` is one file loaded whole by training; any other path is a
+    folder of ``.npy`` shards, one per chunk, that training streams with bounded memory
+    (:mod:`vinaflow.problems.shards`). Both hold the same rows for the same arguments.
+
+    ``backend="ray"`` farms the chunks to Ray workers (``address`` of a running cluster,
+    or a local instance with ``workers`` CPUs); the driver writes every chunk, so the
+    bank is the same, bit for bit, as the local backend's, and a killed worker's chunk
+    is retried by Ray. Custom ``module:function`` simulators must be importable on the
+    workers (install the module there, or ship it with Ray's ``runtime_env``).
+
+    Resumes from the chunks already written when a previous call with the same
+    arguments was interrupted; raises :class:`ConfigError` when the existing partial or
+    finished output was generated with different arguments (unless ``overwrite``).
 
     Returns the bank's settings (problem, n, seed, chunk_size, dim_x, dim_y).
 
     Example:
-        >>> # simulate_bank({"name": "gaussian-linear"}, 100_000, "bank.npz")
+        >>> # simulate_bank({"name": "ocean-acoustics"}, 10_000_000, "ocean_bank/")
     """
     if not isinstance(problem_spec, Mapping):
         raise ConfigError("simulate: the problem must be a mapping such as {name: NAME, ...}")
@@ -181,13 +311,30 @@ def simulate_bank(
     chunk_size = _positive_int("chunk_size", chunk_size)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"simulate: seed must be a non-negative integer, got {seed!r}")
+    if backend not in BACKENDS:
+        raise ConfigError(
+            f"simulate: --backend must be one of {', '.join(BACKENDS)}, got {backend!r}"
+        )
+    if address and backend != "ray":
+        raise ConfigError("simulate: --address needs --backend ray")
+    if workers is not None:
+        workers = _positive_int("workers", workers, 10_000)
     out = Path(out)
-    if out.suffix != ".npz":
-        raise ConfigError(f"simulate: --out must end in .npz, got {out}")
-    if out.is_dir():
+    sharded = out.suffix != ".npz"
+    if sharded and (out.is_file() or (out.suffix and not out.is_dir())):
+        # A name like bank.txt is far more likely a mistyped file than a shard folder.
+        raise ConfigError(
+            f"simulate: --out {out} must end in .npz (one file) or name a folder without a "
+            "file extension (a sharded bank)"
+        )
+    if not sharded and out.is_dir():
         raise ConfigError(f"simulate: --out {out} is a folder; give a file name ending in .npz")
     spec = _resolved_spec(problem_spec)
     problem = make_problem(spec)
+    if backend == "ray":
+        require_ray()  # before anything is written
+        if address:
+            check_ray_address(address, flag="--address")
     settings = {
         "format_version": BANK_FORMAT_VERSION,
         "problem": spec,
@@ -198,85 +345,71 @@ def simulate_bank(
         "dim_y": int(problem.dim_y),
         "vinaflow_version": __version__,
     }
-    parts = out.with_name(out.name + ".parts")
+    names = ("x", "y", "y_clean") if problem.observation_noise_std is not None else ("x", "y")
+    store = (_ShardStore if sharded else _NpzStore)(out, names)
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_temporaries(out.parent, f".{out.name}.")
     if overwrite:
-        shutil.rmtree(parts, ignore_errors=True)
-        with contextlib.suppress(FileNotFoundError):
-            out.unlink()
-    if out.exists():
-        found = _bank_settings(out)
-        if found is None:
-            raise DataError(
-                f"simulate: {out} exists but is not a vinaflow bank; pass --overwrite to replace it"
-            )
+        store.discard()
+    found = store.complete_settings()
+    if found is not None:
         _check_manifest(found, settings, out)
         # A kill between the final rename and removing the sidecar leaves both.
-        shutil.rmtree(parts, ignore_errors=True)
+        if not sharded:
+            shutil.rmtree(store.parts, ignore_errors=True)
         return {**found, "resumed_chunks": 0, "already_complete": True, "path": str(out)}
 
+    parts = store.parts
     parts.mkdir(exist_ok=True)
     _remove_temporaries(parts, ".")
     manifest = parts / MANIFEST
     if manifest.exists():
         try:
-            found = json.loads(manifest.read_text(encoding="utf-8"))
+            previous = json.loads(manifest.read_text(encoding="utf-8"))
         except (OSError, ValueError) as err:
             raise DataError(f"simulate: {manifest} is unreadable ({err}); use --overwrite") from err
-        _check_manifest(found, settings, parts)
+        _check_manifest(previous, settings, parts)
+    elif sharded and any(parts.iterdir()):
+        raise ConfigError(
+            f"simulate: --out {out} is a folder with other files in it; give a new or empty "
+            "folder (or --overwrite to delete its contents)"
+        )
     else:
         atomic_write_json(manifest, settings)
 
     n_chunks = math.ceil(n / chunk_size)
     sizes = [min(chunk_size, n - i * chunk_size) for i in range(n_chunks)]
-    names = ("x", "y", "y_clean") if problem.observation_noise_std is not None else ("x", "y")
-    done = []
-    for i, size in enumerate(sizes):
-        arrays = _read_npz(parts / f"chunk_{i:06d}.npz", names)
-        ok = arrays is not None and arrays["x"].shape == (size, problem.dim_x)
-        ok = (
-            ok
-            and all(
-                arrays[k].shape == (size, problem.dim_y)  # type: ignore[index]
-                for k in names[1:]
-            )
-        )
-        done.append(ok)
+
+    def shapes(size: int) -> dict[str, tuple[int, int]]:
+        return {k: (size, problem.dim_x if k == "x" else problem.dim_y) for k in names}
+
+    done = [store.has_chunk(i, shapes(size)) for i, size in enumerate(sizes)]
+    todo = [i for i in range(n_chunks) if not done[i]]
     bar = _progress(n, sum(s for s, d in zip(sizes, done, strict=True) if d), progress)
+
+    def write(i: int, chunk: Mapping[str, np.ndarray]) -> None:
+        store.write_chunk(i, chunk)
+        if bar is not None:
+            bar.update(sizes[i])
+
     try:
-        for i, size in enumerate(sizes):
-            if done[i]:
-                continue
-            chunk = _simulate_chunk(problem, size, _chunk_seed(int(seed), i))
-            with atomic_path(parts / f"chunk_{i:06d}.npz", suffix=".npz") as tmp:
-                with open(tmp, "wb") as fh:
-                    np.savez(fh, **chunk)
-            if bar is not None:
-                bar.update(size)
+        if backend == "ray":
+            payloads = [(spec, i, sizes[i], _chunk_seed(int(seed), i)) for i in todo]
+            run_on_ray(_ray_chunk, payloads, workers, address, lambda r: write(*r))
+        else:
+            for i in todo:
+                write(i, _simulate_chunk(problem, sizes[i], _chunk_seed(int(seed), i)))
     finally:
         if bar is not None:
             bar.close()
-
-    columns: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    for i in range(n_chunks):
-        arrays = _read_npz(parts / f"chunk_{i:06d}.npz", names)
-        if arrays is None:  # only if someone edits the sidecar while we run
-            raise DataError(f"simulate: chunk {i} in {parts} vanished or is unreadable; rerun")
-        for k in names:
-            columns[k].append(arrays[k])
-    meta = {k: v for k, v in settings.items() if k != "problem"}
-    with atomic_path(out, suffix=".npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(
-                fh,
-                **{k: np.concatenate(v) for k, v in columns.items()},
-                problem=np.array(json.dumps(spec)),
-                simulate=np.array(json.dumps(meta)),
-            )
-    shutil.rmtree(parts, ignore_errors=True)
-    _fsync_dir(out.parent)
-    return {**settings, "resumed_chunks": sum(done), "already_complete": False, "path": str(out)}
+    store.finish(settings, sizes)
+    return {
+        **settings,
+        "resumed_chunks": sum(done),
+        "already_complete": False,
+        "path": str(out),
+        "backend": backend,
+    }
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -23,6 +23,7 @@ from vinaflow.atomic import atomic_path
 from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
 from vinaflow.objectives.losses import Objective
 from vinaflow.training import distributed
+from vinaflow.training.streaming import InMemoryBatches, ShardStream
 
 __all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES", "progress_total"]
 
@@ -94,6 +95,10 @@ class TrainingConfig:
     #: ``cuda:N`` or ``mps``. The model stays there after training; saved models and
     #: checkpoints hold CPU tensors and load on any device.
     device: str = "auto"
+    #: Rows of a sharded bank (a folder from ``vinaflow simulate``) held in memory at
+    #: once and shuffled together; minibatches mix the shards of one window (see
+    #: :mod:`vinaflow.training.streaming`). Banks in one ``.npz`` are loaded whole.
+    shuffle_window: int = 200_000
 
     def __post_init__(self) -> None:
         checks = {
@@ -107,6 +112,7 @@ class TrainingConfig:
             "max_retries": self.max_retries >= 0,
             "critic_warmup": self.critic_warmup >= 0,
             "lr_min_factor": 0 <= self.lr_min_factor <= 1,
+            "shuffle_window": self.shuffle_window >= 1,
         }
         for name, ok in checks.items():
             if not ok:
@@ -143,28 +149,6 @@ class TrainResult:
     device: str = "cpu"
     #: Processes that trained together (``torch.distributed`` world size).
     world_size: int = 1
-
-
-class _Batches:
-    """Deterministic minibatch stream: epoch ``e`` uses permutation ``randperm(seed, e)``.
-
-    The position is a single integer, so resuming at a step reproduces the same
-    batches as an uninterrupted run.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int) -> None:
-        self.n, self.batch_size, self.seed = n, min(batch_size, n), seed
-        self.per_epoch = max(1, n // self.batch_size)
-        self.position = 0
-        self._epoch, self._perm = -1, torch.empty(0, dtype=torch.long)
-
-    def next(self) -> Tensor:
-        epoch, k = divmod(self.position, self.per_epoch)
-        if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._perm, self._epoch = torch.randperm(self.n, generator=g), epoch
-        self.position += 1
-        return self._perm[k * self.batch_size : (k + 1) * self.batch_size]
 
 
 def _schedule_factor(cfg: TrainingConfig, progress: float) -> float:
@@ -351,8 +335,13 @@ class Trainer:
         checkpoint: str | Path | None = None,
         resume: bool = False,
         y_noise_std: Tensor | None = None,
+        stream: ShardStream | None = None,
     ) -> TrainResult:
         """Train on standardised ``x`` ``(n, dx)`` and ``y`` ``(n, dy)``; returns the history.
+
+        With ``stream`` (a bank larger than memory), minibatches come from the stream
+        and ``x``/``y`` are a standardised sample of its rows, used only to initialise
+        the objective.
 
         With ``y_noise_std`` ``(dy,)``, ``y`` holds noise-free observations and every
         minibatch gets a fresh draw of independent Gaussian noise with these standard
@@ -369,7 +358,8 @@ class Trainer:
                 f"training.device={cfg.device}: a model with base {model.base_name!r} trains "
                 "on the CPU only (its base distribution lives there); set training.device=cpu"
             )
-        if self.ctx.distributed and min(cfg.batch_size, x.shape[0]) < self.ctx.world_size:
+        n_rows = x.shape[0] if stream is None else stream.n
+        if self.ctx.distributed and min(cfg.batch_size, n_rows) < self.ctx.world_size:
             raise ConfigError(
                 f"training.batch_size ({cfg.batch_size}) must be at least the number of "
                 f"processes ({self.ctx.world_size})"
@@ -403,14 +393,16 @@ class Trainer:
             if critic_params
             else None
         )
-        self.batches = _Batches(x.shape[0], cfg.batch_size, cfg.seed)
+        self.batches: InMemoryBatches | ShardStream = (
+            InMemoryBatches(x, y, cfg.batch_size, cfg.seed) if stream is None else stream
+        )
         self.step, self.elapsed, self.retries, self.lr_scale = 0, 0.0, 0, 1.0
         self.history: dict[str, list[float]] = {}
         self.best: dict[str, Any] | None = None
         #: Why training ended (``None`` while running); in checkpoints so that resuming a
         #: run killed after early stopping does not train on.
         self.stopped: str | None = None
-        objective.prepare(model, x, self._observations(y, slice(None)))
+        objective.prepare(model, x, self._observations(y))
         if resume:
             if checkpoint is None or not Path(checkpoint).exists():
                 raise ModelFileError(f"--resume: no checkpoint at {checkpoint}")
@@ -427,10 +419,8 @@ class Trainer:
                 # minibatch, as one process does (a rank's slice would differ between
                 # ranks). The random state is left as it was.
                 with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                    first = _Batches(x.shape[0], cfg.batch_size, cfg.seed)
-                    first.position = self.batches.position
-                    idx = first.next().to(dev)
-                    model.encode(x[idx], self._observations(y, idx))
+                    xf, yf = self.batches.peek()
+                    model.encode(xf.to(dev), self._observations(yf.to(dev)))
             self._ddp = torch.nn.parallel.DistributedDataParallel(
                 _GeneratorLoss(model, objective),
                 device_ids=[dev.index] if dev.type == "cuda" else None,
@@ -442,7 +432,7 @@ class Trainer:
                 **_NO_BUFFER_SYNC,
             )
         if self.step == 0 and cfg.critic_warmup and self.critic_opt is not None:
-            self._warm_up_critic(x, y, cfg.critic_warmup)
+            self._warm_up_critic(cfg.critic_warmup)
         # Rollback target of divergence recovery: the state at the last validation or
         # checkpoint step (checkpoint steps count whether or not a file is written, so
         # that a resumed run rolls back exactly like an uninterrupted one).
@@ -459,7 +449,7 @@ class Trainer:
                     stopped = "max_seconds"
                     break
                 self._set_lr(now)
-                logs = self._update(x, y)
+                logs = self._update()
                 if logs is None:  # non-finite: roll back and retry with a smaller lr
                     self._recover(snapshot)
                     if bar is not None:
@@ -582,55 +572,54 @@ class Trainer:
         opt.step()
         return True
 
-    def _observations(self, y: Tensor, idx: Tensor | slice, rows: slice = slice(None)) -> Tensor:
-        """Rows ``idx`` of ``y``, with fresh noise under noise augmentation (CPU global RNG,
-        whose state is checkpointed, so resumed runs draw the same noise on any device).
+    def _observations(self, y: Tensor, rows: slice = slice(None)) -> Tensor:
+        """``y[rows]``, with fresh noise under noise augmentation (CPU global RNG, whose
+        state is checkpointed, so resumed runs draw the same noise on any device).
 
-        ``rows`` selects this rank's part of ``idx``; the noise is drawn for all of
-        ``idx`` so that every rank's random state and noise match one process's.
+        ``y`` is the whole global minibatch and ``rows`` this rank's part of it; the
+        noise is drawn for all of ``y`` so that every rank's random state and noise
+        match one process's.
         """
-        clean_all = y[idx]
-        clean = clean_all[rows]
+        clean = y[rows]
         if self.y_noise_std is None:
             return clean
-        noise = torch.randn(clean_all.shape, dtype=clean.dtype)[rows].to(clean.device)
+        noise = torch.randn(y.shape, dtype=clean.dtype)[rows].to(clean.device)
         return clean + self.y_noise_std * noise
 
-    def _minibatch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, int, int, int]:
+    def _minibatch(self) -> tuple[Tensor, Tensor, int, int, int]:
         """The next global minibatch, this rank's rows of it: ``(x, y, start, stop, total)``
         (rows ``start:stop`` of ``total``; all of them when training alone)."""
-        idx = self.batches.next().to(x.device)
-        total = idx.shape[0]
+        xa, ya = self.batches.next()
+        xa, ya = xa.to(self.device), ya.to(self.device)
+        total = xa.shape[0]
         if not self.ctx.distributed:
-            return x[idx], self._observations(y, idx), 0, total, total
+            return xa, self._observations(ya), 0, total, total
         sizes = [len(part) for part in torch.arange(total).tensor_split(self.ctx.world_size)]
         start = sum(sizes[: self.ctx.rank])
         rows = slice(start, start + sizes[self.ctx.rank])
-        return x[idx[rows]], self._observations(y, idx, rows), rows.start, rows.stop, total
+        return xa[rows], self._observations(ya, rows), rows.start, rows.stop, total
 
-    def _warm_up_critic(self, x: Tensor, y: Tensor, steps: int) -> None:
+    def _warm_up_critic(self, steps: int) -> None:
         params = self.objective.critic_parameters()
         for _ in range(steps):
-            if self._critic_step(x, y, params) is None:
+            if self._critic_step(params) is None:
                 raise TrainingDivergedError("critic warm-up: non-finite critic loss")
 
-    def _critic_step(
-        self, x: Tensor, y: Tensor, params: list[nn.Parameter]
-    ) -> dict[str, float] | None:
+    def _critic_step(self, params: list[nn.Parameter]) -> dict[str, float] | None:
         """One critic update on the next minibatch; ``None`` if it was not finite."""
         assert self.critic_opt is not None
-        return self._step("critic", x, y, params, self.critic_opt)
+        return self._step("critic", params, self.critic_opt)
 
-    def _update(self, x: Tensor, y: Tensor) -> dict[str, float] | None:
+    def _update(self) -> dict[str, float] | None:
         logs: dict[str, float] = {}
         if self.critic_opt is not None:
             params = self.objective.critic_parameters()
             for _ in range(self.critic_steps):
-                lg = self._critic_step(x, y, params)
+                lg = self._critic_step(params)
                 if lg is None:
                     return None
                 logs.update(lg)
-        lg = self._step("generator", x, y, list(self.model.parameters()), self.opt)
+        lg = self._step("generator", list(self.model.parameters()), self.opt)
         if lg is None:
             return None
         logs.update(lg)
@@ -639,14 +628,12 @@ class Trainer:
     def _step(
         self,
         kind: str,
-        x: Tensor,
-        y: Tensor,
         params: list[nn.Parameter],
         opt: torch.optim.Optimizer,
     ) -> dict[str, float] | None:
         """One ``critic`` or ``generator`` (model) update on the next global minibatch;
         its logs (the generator's with ``loss``), or ``None`` if it was not finite."""
-        xb, yb, start, stop, total = self._minibatch(x, y)
+        xb, yb, start, stop, total = self._minibatch()
         if not self.ctx.distributed:
             if kind == "critic":
                 loss, logs = self.objective.critic_loss(self.model, xb, yb)
