@@ -34,7 +34,15 @@ import numpy as np
 from vinaflow.atomic import atomic_path, atomic_write_json
 from vinaflow.errors import DataError
 
-__all__ = ["INDEX", "ShardedBank", "is_sharded_bank", "shard_path", "shard_shape", "write_index", "write_shard"]
+__all__ = [
+    "INDEX",
+    "ShardedBank",
+    "is_sharded_bank",
+    "shard_path",
+    "shard_shape",
+    "write_index",
+    "write_shard",
+]
 
 #: The file that makes a folder a complete sharded bank.
 INDEX = "bank.json"
