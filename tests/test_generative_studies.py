@@ -17,6 +17,7 @@ import pytest
 
 from vinaflow.cli import main
 from vinaflow.errors import ConfigError
+from vinaflow.evaluation.intervals import seed_interval
 from vinaflow.studies.base import STUDIES, Study, get_study, list_studies
 from vinaflow.studies.flows import FLOW_STUDIES, figure_flow_samples, run_study, study_summary
 from vinaflow.studies.grid import Axis
@@ -143,18 +144,30 @@ def test_results_of_earlier_versions_still_report(name: str, tmp_path: Path) -> 
     grid = json.loads((out / "study.json").read_text())["grid"]
     rows = study_summary(out)
     assert len(rows) == len(grid)
-    # the same table as the earlier version's, in benchmarks/results/generative.json
+    # benchmarks/results/generative.json summarizes these records with the one interval
+    # convention (vinaflow.evaluation.intervals: ddof=1, Student-t 95%)
     before = json.loads((RESULTS / "generative.json").read_text())[name]["rows"]
     by_params = {json.dumps(r["params"], sort_keys=True): r for r in rows}
     assert len(by_params) == len(before)
+    ok = [r for r in old if r["status"] == "ok"]
     for r in before:
-        now = by_params[json.dumps(r["params"], sort_keys=True)]
+        key = json.dumps(r["params"], sort_keys=True)
+        now = by_params[key]
         assert now["n"] == r["n"] and now["failed"] == r["failed"]
+        runs = [x for x in ok if json.dumps(x["params"], sort_keys=True) == key]
+        assert len(runs) == r["n"]
         for m in study.metrics:
             (mean, std, n), (mean0, std0, n0) = now["stats"][m], r["stats"][m]
-            assert (mean, n) == (pytest.approx(mean0, rel=1e-12), n0), m
-            # that file has the population std; the sample std is sqrt(n / (n - 1)) larger
-            assert std == pytest.approx(std0 * (n / (n - 1)) ** 0.5, rel=1e-9), m
+            assert (mean, std, n) == (
+                pytest.approx(mean0, rel=1e-12),
+                pytest.approx(std0, rel=1e-12),
+                n0,
+            ), m
+            values = np.array([x["metrics"][m] for x in runs], dtype=float)
+            assert std0 == pytest.approx(values.std(ddof=1), rel=1e-12), m  # not ddof=0
+            ref = seed_interval(values)
+            assert r["ci95"][m] == [pytest.approx(ref["low"]), pytest.approx(ref["high"])], m
+            assert list(now["ci95"][m]) == r["ci95"][m], m
     figures = sorted(p.name for p in (out / "plots").glob("*.png"))
     assert figures
     if name == "support-mismatch":

@@ -350,8 +350,11 @@ def _axis_value(label: str) -> Any:
 def study_summary(directory: str | Path) -> list[dict[str, Any]]:
     """Per grid point of the study in ``directory``, as ``benchmarks/generative.py``
     records it: ``label``, ``params`` (axis values, numbers as numbers, ``none`` as
-    ``None``), ``n`` finished and ``failed`` runs, and ``stats``: ``(mean, std, n)`` of
-    each of the study's metrics, ``None`` where no run has it."""
+    ``None``), ``n`` finished and ``failed`` runs, ``stats``: ``(mean, std, n)`` of each
+    of the study's metrics (``std`` with ``ddof=1``), and ``ci95``: its Student-t 95%
+    interval ``(low, high)`` over seeds (both from
+    :func:`vinaflow.evaluation.intervals.seed_interval`; ``None`` where no run has the
+    metric, ``(None, None)`` with one seed)."""
     data = load_study_data(directory)
     metrics = list(get_study(data.meta["study"]).metrics)
     out = []
@@ -367,6 +370,9 @@ def study_summary(directory: str | Path) -> list[dict[str, Any]]:
                 "stats": {
                     m: (row[m]["mean"], row[m]["std"], row[m]["n"]) if row[m]["n"] else None
                     for m in metrics
+                },
+                "ci95": {
+                    m: (row[m]["low"], row[m]["high"]) if row[m]["n"] else None for m in metrics
                 },
             }
         )

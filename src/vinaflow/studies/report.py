@@ -25,6 +25,7 @@ import numpy as np
 from vinaflow.atomic import atomic_write_json, atomic_write_text
 from vinaflow.config import resolve_config
 from vinaflow.errors import DataError
+from vinaflow.evaluation.intervals import seed_interval
 from vinaflow.problems import make_problem
 from vinaflow.studies.base import (
     DEFAULT_METRICS,
@@ -196,11 +197,13 @@ def _load_earlier_flow_study(d: Path) -> StudyData:
 
 # -- tables ------------------------------------------------------------------------------
 def metric_stats(values: Sequence[float | None]) -> tuple[float, float, int]:
-    """Mean, sample standard deviation and count of the finite values (``None`` skipped)."""
-    v = np.array([x for x in values if x is not None and math.isfinite(x)], dtype=float)
-    if len(v) == 0:
+    """Mean, sample standard deviation (``ddof=1``) and count of the finite values
+    (``None`` skipped), by :func:`vinaflow.evaluation.intervals.seed_interval`; the
+    standard deviation of a single value is reported as 0."""
+    s = seed_interval(values)
+    if s["n"] == 0:
         return math.nan, math.nan, 0
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+    return s["mean"], s["std"] if s["n"] > 1 else 0.0, s["n"]
 
 
 def _fmt(mean: float, std: float) -> str:
@@ -210,15 +213,20 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def summary_rows(data: StudyData, metrics: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per grid point: labels, run counts and ``(mean, std)`` of each metric."""
+    """One row per grid point: labels, run counts and, per metric, the mean, ``std``
+    (``ddof=1``), ``n`` and the Student-t 95% interval ``low``/``high`` over seeds
+    (:func:`vinaflow.evaluation.intervals.seed_interval`; ``None`` with fewer than 2 seeds)."""
     rows = []
     for key, recs in data.groups().items():
         ok = [r for r in recs if r.get("status") == "ok"]
         row: dict[str, Any] = dict(zip(data.axes, key, strict=True))
         row["runs"], row["failed"] = len(recs), len(recs) - len(ok)
         for m in metrics:
-            mean, std, n = metric_stats([(r.get("metrics") or {}).get(m) for r in ok])
-            row[m] = {"mean": mean, "std": std, "n": n}
+            values = [(r.get("metrics") or {}).get(m) for r in ok]
+            mean, std, n = metric_stats(values)
+            ci = seed_interval(values)
+            low, high = (ci[k] if math.isfinite(ci[k]) else None for k in ("low", "high"))
+            row[m] = {"mean": mean, "std": std, "n": n, "low": low, "high": high}
         rows.append(row)
     return rows
 
