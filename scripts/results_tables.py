@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from vinaflow.evaluation.intervals import intervals_disjoint, seed_interval, target_verdict
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
@@ -78,6 +80,44 @@ def pm(stat: Sequence[float]) -> str:
         return f"{sig(mean)} ± {std:g}"
     decimals = max(0, 1 - math.floor(math.log10(std)))
     return f"{mean:.{decimals}f} ± {std:.{decimals}f}"
+
+
+def ci(summary: dict[str, Any]) -> str:
+    """``mean [low, high]`` of an interval summary (``seed_interval``'s keys), all to the
+    half-width's second significant digit; ``mean (1 seed)`` without an interval."""
+    mean, low, high = summary["mean"], summary.get("low"), summary.get("high")
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        return f"{sig(mean)} (1 seed)"
+    half = (high - low) / 2
+    if half <= 0:
+        return f"{sig(mean)} [{sig(low)}, {sig(high)}]"
+    d = max(0, 1 - math.floor(math.log10(half)))
+
+    def r(v: float) -> str:
+        return f"{round(v, d) + 0.0:.{d}f}"  # + 0.0: no "-0.000"
+
+    return f"{r(mean)} [{r(low)}, {r(high)}]"
+
+
+#: How every interval of the tables is computed (``vinaflow.evaluation.intervals``).
+INTERVAL_NOTE = (
+    "mean [95% interval] (Student-t interval of the mean with the sample standard "
+    "deviation, ddof=1: `vinaflow.evaluation.intervals.seed_interval`)"
+)
+
+
+def study_stat(row: dict[str, Any], metric: str) -> dict[str, Any]:
+    """A flow-study row's summary of ``metric`` (``benchmarks/generative.py``'s record:
+    ``stats`` = mean, std, n; ``ci95`` = low, high) in ``seed_interval``'s keys."""
+    mean, std, n = row["stats"][metric][:3]
+    low, high = (row.get("ci95") or {}).get(metric) or (None, None)
+    nan = math.nan
+    return {"mean": mean, "std": std, "n": n, "low": nan if low is None else low,
+            "high": nan if high is None else high}  # fmt: skip
+
+
+def _listing(values: Sequence[Any]) -> str:
+    return ", ".join(str(v) for v in values) if values else "none"
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -149,7 +189,15 @@ def kinematics_table() -> str:
     text += (
         f"\nRay scaling: a sweep of {ray['runs']} runs took {ray['seconds_1_worker']:.1f} s "
         f"with 1 worker and {ray['seconds_2_worker']:.1f} s with 2 "
-        f"({ray['speedup']:.2f}x) on {ray['cpus']} CPUs.\n"
+        f"({ray['speedup']:.2f}x) on {ray['cpus']} CPUs: one timing of each, not repeated, "
+        "so it has no interval"
+        + (
+            f"; a speed-up above {ray['cpus']}x on {ray['cpus']} CPUs is more than the "
+            "extra worker can give, and shows how far one timing on a shared machine can be "
+            "off.\n"
+            if ray["speedup"] > ray["cpus"]
+            else ".\n"
+        )
     )
     return text + source_note("kinematics.json")
 
@@ -174,14 +222,17 @@ def ocean_rows() -> list[tuple[str, float, dict[str, Any]]]:
 
 def ocean_table() -> str:
     o = load("ocean.json")
+    t = o["targets"]
     rows = []
     all_rows = ocean_rows()
     for file, seconds, r in all_rows:
         label = OCEAN_LABELS.get(r["config"], r["config"])
+        per_obs = seed_interval(r["per_observation_c2st"])
         rows.append(
             [
                 f"{label}, {seconds:.0f} s (`{file}`)",
-                f3(r["c2st"]),
+                ci(per_obs),
+                target_verdict(per_obs, t["c2st_max"]),
                 f3(r["coverage"]),
                 f3(r["is_c2st"]),
                 f3(r["is_coverage"]),
@@ -191,14 +242,14 @@ def ocean_table() -> str:
         )
     head = [
         "configuration",
-        "flow C2ST",
+        "flow C2ST [95% interval]",
+        f"C2ST <= {t['c2st_max']}",
         "flow coverage",
         "flow + IS C2ST",
         "flow + IS coverage",
         "IS efficiency (mean / worst)",
         "steps",
     ]
-    t = o["targets"]
     lo, hi = t["coverage_95_range"]
     ev = o["rows"][0]["resolved_config"]["evaluation"]
     text = (
@@ -206,7 +257,11 @@ def ocean_table() -> str:
         f"observations x {ev['num_samples']:,} samples against the exact grid posterior, "
         f"coverage of 95% marginal credible intervals on {ev['num_calibration']} other prior "
         f"draws; importance sampling with {ev['importance_sampling']} proposals per draw. "
-        f"Targets: mean C2ST <= {t['c2st_max']}, coverage within {lo:.0%}-{hi:.0%}.\n\n"
+        f"Targets: mean C2ST <= {t['c2st_max']}, coverage within {lo:.0%}-{hi:.0%}. Flow "
+        f"C2ST: {INTERVAL_NOTE} over the {ev['num_observations']} observations of one "
+        "training run (one seed) per row, so it holds the spread between observations, not "
+        "between seeds. The target is met only when the interval's upper end is at or below "
+        "it, not met when its lower end is above it, and within noise otherwise.\n\n"
     )
     is_c2st = [r["is_c2st"] for _, _, r in all_rows]
     eff = [r["is_efficiency"] for _, _, r in all_rows]
@@ -224,14 +279,23 @@ def support_mismatch_table() -> str:
     names = {"sinkhorn": "Sinkhorn", "kl": "variational KL"}
     rows = []
     for obj in ("sinkhorn", "kl"):
-        rows.append([names[obj]] + [pm(by[(obj, d)]["stats"]["w1"]) for d in offsets])
+        rows.append([names[obj]] + [ci(study_stat(by[(obj, d)], "w1")) for d in offsets])
     n = g[0]["stats"]["w1"][2]
     text = (
-        f"W1 to held-out samples of U(0, 1), uniform base U(d, d + 1); mean ± std over "
-        f"{n} seeds.\n\n"
+        f"W1 to held-out samples of U(0, 1), uniform base U(d, d + 1); {INTERVAL_NOTE}, "
+        f"over {n} seeds.\n\n"
     )
     head = ["base offset d"] + [str(d) for d in offsets]
-    return text + table(head, rows) + source_note("generative.json")
+    sink = [study_stat(by[("sinkhorn", d)], "w1") for d in offsets]
+    kl = [study_stat(by[("kl", d)], "w1") for d in offsets]
+    worse = [d for d, a, b in zip(offsets, sink, kl, strict=True) if a["high"] < b["low"]]
+    overlap = [d for d, a, b in zip(offsets, sink, kl, strict=True) if not a["high"] < b["low"]]
+    summary = (
+        f"\nSinkhorn's upper interval end stays at or below {max(a['high'] for a in sink):.3f} "
+        f"at every offset. The KL fit's interval lies wholly above Sinkhorn's at d = "
+        f"{_listing(worse)}; the two overlap at d = {_listing(overlap)}.\n"
+    )
+    return text + table(head, rows) + summary + source_note("generative.json")
 
 
 def heavy_tails_table() -> str:
@@ -243,21 +307,34 @@ def heavy_tails_table() -> str:
     for base in ("gaussian", "student-t"):
         rows.append(
             [names[base] + ", W1 (signed log)"]
-            + [pm(by[(base, a)]["stats"]["w1_slog"]) for a in alphas]
+            + [ci(study_stat(by[(base, a)], "w1_slog")) for a in alphas]
         )
     for base in ("gaussian", "student-t"):
         rows.append(
             [names[base] + ", 99% quantile ratio"]
-            + [pm(by[(base, a)]["stats"]["q99_ratio"]) for a in alphas]
+            + [ci(study_stat(by[(base, a)], "q99_ratio")) for a in alphas]
         )
     n = g[0]["stats"]["w1_slog"][2]
     text = (
         "Pareto(alpha) targets, maximum likelihood. W1 on the signed-log scale "
         "`sign(x) log(1 + |x|)`, and the ratio of the model's 99% quantile to the "
-        f"target's; mean ± std over {n} seeds.\n\n"
+        f"target's; {INTERVAL_NOTE}, over {n} seeds.\n\n"
     )
     head = ["alpha"] + [str(a) for a in alphas]
-    return text + table(head, rows) + source_note("generative.json")
+    t_wins, g_wins, tie = [], [], []
+    for a in alphas:
+        sg = study_stat(by[("gaussian", a)], "w1_slog")
+        st = study_stat(by[("student-t", a)], "w1_slog")
+        if not intervals_disjoint(sg, st):
+            tie.append(a)
+        else:
+            (t_wins if st["mean"] < sg["mean"] else g_wins).append(a)
+    summary = (
+        f"\nBy W1, the Student-t base is better with disjoint intervals at alpha = "
+        f"{_listing(t_wins)}, the Gaussian base at alpha = {_listing(g_wins)}; within noise "
+        f"(overlapping intervals) at alpha = {_listing(tie)}.\n"
+    )
+    return text + table(head, rows) + summary + source_note("generative.json")
 
 
 def pr_label(params: dict[str, Any]) -> str:
@@ -267,12 +344,26 @@ def pr_label(params: dict[str, Any]) -> str:
 def precision_recall_table() -> str:
     g = load("generative.json")["precision-recall"]["rows"]
     head = [""] + [pr_label(r["params"]) for r in g]
-    rows = [
-        [metric] + [pm(r["stats"][metric]) for r in g] for metric in ("precision", "recall", "w1")
-    ]
+    metrics = ("precision", "recall", "w1")
+    rows = [[m] + [ci(study_stat(r, m)) for r in g] for m in metrics]
     n = g[0]["stats"]["precision"][2]
-    text = f"k-NN precision and recall, and W1; mean ± std over {n} seeds.\n\n"
-    return text + table(head, rows) + source_note("generative.json")
+    text = f"k-NN precision and recall, and W1; {INTERVAL_NOTE}, over {n} seeds.\n\n"
+    nll = next(r for r in g if r["params"]["objective"] == "nll")
+    parts = []
+    for m in ("precision", "recall"):
+        base = study_stat(nll, m)
+        apart = [
+            pr_label(r["params"])
+            for r in g
+            if r is not nll and intervals_disjoint(study_stat(r, m), base)
+        ]
+        parts.append(
+            f"{m} differs from the NLL flow's (disjoint intervals) at {', '.join(apart)}"
+            if apart
+            else f"no {m} interval is disjoint from the NLL flow's"
+        )
+    summary = "\nOver these seeds, " + "; ".join(parts) + ".\n"
+    return text + table(head, rows) + summary + source_note("generative.json")
 
 
 def gaussian_table() -> str:
@@ -354,6 +445,19 @@ def certificates_table() -> str:
 PEER_METHODS = ("sbi-npe", "nll-cinn", "inn-mmd", "fdiv-kl", "fdiv-js", "sinkhorn")
 
 
+def _paired(a: Sequence[float], b: Sequence[float]) -> dict[str, Any]:
+    """Interval of the mean per-observation difference ``a - b`` (same observations)."""
+    return seed_interval([x - y for x, y in zip(a, b, strict=True)])
+
+
+def _published_verdict(summary: dict[str, Any], value: float) -> str:
+    if summary["high"] < value:
+        return "below"
+    if summary["low"] > value:
+        return "above"
+    return "within noise of"
+
+
 def peers_table() -> str:
     p = load("peers.json")
     tasks: dict[str, dict[str, Any]] = {}
@@ -367,29 +471,63 @@ def peers_table() -> str:
         for m in methods:
             if m not in by:
                 cells.append("-")
-            elif m == "sbi-npe":  # its own schedule: the time it took
-                cells.append(f"{by[m]['c2st']:.3f} ({by[m]['train_seconds']:.0f} s)")
-            else:
-                cells.append(f3(by[m]["c2st"]))
+                continue
+            cell = ci(seed_interval(by[m]["c2st_per_observation"]))
+            if m == "sbi-npe":  # its own schedule: the time it took
+                cell += f" ({by[m]['train_seconds']:.0f} s)"
+            cells.append(cell)
         published = f"{any_row['sbibm_npe_c2st']:.3f} / {any_row['sbibm_paper_npe_c2st']:.3f}"
         rows.append([task] + cells + [published])
     s = p["settings"]
     sbi = p.get("environment", {}).get("sbi")
+    n_obs = len(next(iter(next(iter(tasks.values())).values()))["c2st_per_observation"])
     text = (
-        f"C2ST against sbibm's reference posteriors at its 10 observations; "
+        f"C2ST against sbibm's reference posteriors at its {n_obs} observations; "
         f"{s['budgets'][0]:,} simulations, {s['c2st_max_samples']:,} samples per side, "
         f"vinaflow methods capped at {s['vinaflow_max_seconds']:.0f} s of training, sbi"
         + (f" {sbi}" if sbi else "")
-        + " NPE with its own schedule. The last column is sbibm's published NPE (the sbi "
-        "0.23 re-run / the original paper).\n\n"
+        + " NPE with its own schedule. One training run (one seed) per cell; "
+        + INTERVAL_NOTE
+        + f" over the {n_obs} observations. The last column is sbibm's published NPE (the "
+        "sbi 0.23 re-run / the original paper), each the mean over the same observations "
+        "of sbibm's own runs, scored by sbibm's classifier, not vinaflow's.\n\n"
     )
     head = ["task"] + [f"`{m}`" for m in methods] + ["sbibm NPE (published)"]
     text += table(head, rows)
+    if all("nll-cinn" in by and "sbi-npe" in by for by in tasks.values()):
+        parts, verdicts = [], []
+        for task, by in tasks.items():
+            d = _paired(
+                by["nll-cinn"]["c2st_per_observation"], by["sbi-npe"]["c2st_per_observation"]
+            )
+            parts.append(f"{task} {ci(d)}")
+            verdicts.append(target_verdict(d, 0.0))
+        word = {"met": "lower", "not met": "higher", "within noise": "within noise of it"}
+        text += (
+            "\n`nll-cinn` minus `sbi-npe`, paired over the same observations in the same "
+            f"run: {'; '.join(parts)} ("
+            + ", ".join(f"{t}: {word[v]}" for t, v in zip(tasks, verdicts, strict=True))
+            + ").\n"
+        )
+        rel = []
+        for task, by in tasks.items():
+            summary = seed_interval(by["nll-cinn"]["c2st_per_observation"])
+            published = next(iter(by.values()))
+            rel.append(
+                f"{task}: {_published_verdict(summary, published['sbibm_npe_c2st'])} the "
+                f"re-run, {_published_verdict(summary, published['sbibm_paper_npe_c2st'])} "
+                "the paper"
+            )
+        text += (
+            "\n`nll-cinn`'s interval against the published NPE values (below: better; "
+            "scored by different classifiers): " + "; ".join(rel) + ".\n"
+        )
     longer = load("peers_two_moons_nll_240s.json")
     for r in longer["rows"]:
         text += (
             f"\nWith {longer['settings']['vinaflow_max_seconds']:.0f} s of training, "
-            f"`{r['method']}` on {r['task']} reaches {r['c2st']:.3f} "
+            f"`{r['method']}` on {r['task']} reaches "
+            f"{ci(seed_interval(r['c2st_per_observation']))} "
             "(`peers_two_moons_nll_240s.json`).\n"
         )
     return text + source_note("peers.json", "peers_two_moons_nll_240s.json")
@@ -406,30 +544,47 @@ def speed_table() -> str:
             f"{r['train_overhead_ratio']:.2f}",
         ],
         [
-            "posterior samples/s",
+            "samples/s, unconditional flow",
             f"{r['samples_per_s_inference_mode']:,.0f}",
             f"{r['floor_samples_per_s']:,.0f}",
             f"{r['sample_overhead_ratio']:.2f}",
         ],
-        [
-            "training steps/s with `torch.compile`",
-            f"{r['compiled_train_steps_per_s']:.1f}",
-            "",
-            f"{r['compiled_train_overhead_ratio']:.2f}",
-        ],
     ]
+    compiled_floor = r.get("compiled_floor_steps_per_s")
+    if "compiled_train_steps_per_s" in r:
+        rows.append(
+            [
+                "training steps/s, compiled (`torch.compile`)",
+                f"{r['compiled_train_steps_per_s']:.1f}",
+                "not compiled in this run" if compiled_floor is None else f"{compiled_floor:.1f}",
+                "n/a" if compiled_floor is None else f"{r['compiled_train_overhead_ratio']:.2f}",
+            ]
+        )
     text = (
         f"A coupling INN ({st['blocks']} blocks, hidden {st['hidden']}, D = {st['dim']}), "
         f"{st['threads']} threads, medians of {st['repeats']} measurements; ratio = "
-        "bare-torch rate / vinaflow rate.\n\n"
+        "bare-torch rate / vinaflow rate. The flow is unconditional (no observation, no "
+        "summary network), so the sampling row is not a posterior's sampling rate, which "
+        "also conditions every block on the observation.\n\n"
     )
     head = ["", "vinaflow", "bare-torch floor", "ratio"]
-    compiled = r["compiled_train_steps_per_s"] / r["train_steps_per_s"]
-    text += table(head, rows) + (
-        f"\n`torch.compile` speeds training up {compiled:.2f}x, not sampling "
-        f"({r['compiled_samples_per_s']:,.0f} samples/s compiled), and took "
-        f"{r['compile_seconds_train']:.1f} s to compile the training step.\n"
-    )
+    text += table(head, rows)
+    if "compiled_train_steps_per_s" in r:
+        compiled = r["compiled_train_steps_per_s"] / r["train_steps_per_s"]
+        text += (
+            f"\n`torch.compile` speeds vinaflow's training step up {compiled:.2f}x, not "
+            f"sampling ({r['compiled_samples_per_s']:,.0f} samples/s compiled), and took "
+            f"{r['compile_seconds_train']:.1f} s to compile the training step."
+        )
+        if compiled_floor is None:
+            vs = r["floor_steps_per_s"] / r["compiled_train_steps_per_s"]
+            text += (
+                " This run did not compile the floor, so there is no overhead ratio for "
+                f"compiled training; the uncompiled floor runs at {vs:.2f} of the compiled "
+                "step's rate, a comparison of compiled against uncompiled code, not of "
+                "framework overhead."
+            )
+        text += "\n"
     return text + source_note("peers_speed.json")
 
 

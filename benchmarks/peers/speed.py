@@ -14,14 +14,20 @@ two subnets ``8 -> 128 -> 128 -> 16`` with SiLU per block, fixed permutations), 
   permutations, no log-determinants) - the plain-torch matmul floor;
 - ``ratio`` = floor steps/s over flow steps/s (framework overhead; the issue's target is
   at most 1.5);
-- ``sample``: posterior-style inverse passes ``x = T^{-1}(z)`` per second in batches of
-  10,000, under ``torch.no_grad`` and under ``torch.inference_mode``, against the bare
-  subnet chain's forward pass on the same batch (``floor_samples_per_s``);
+- ``sample``: inverse passes ``x = T^{-1}(z)`` per second in batches of 10,000, under
+  ``torch.no_grad`` and under ``torch.inference_mode``, against the bare subnet chain's
+  forward pass on the same batch (``floor_samples_per_s``). The flow is unconditional
+  (no observation ``y``, no embedding network, no conditioning inputs to the subnets):
+  a posterior's sampling rate, which also runs the summary network and feeds ``y`` to
+  every subnet, is not measured here;
 - every number is the median of ``--repeats`` alternating measurements (flow, floor,
   flow, ...), so both sides of a ratio see the same machine load;
 - ``vinaflow.runtime.tune_allocator`` is applied first (as the ``vinaflow`` command does);
   ``VINAFLOW_NO_MALLOC_TUNING=1`` measures glibc's defaults instead;
-- with ``--compile``, the same with ``torch.compile`` (skipped if compilation fails).
+- with ``--compile``, the training step of the flow and of the floor, each compiled
+  with ``torch.compile``, and the compiled flow's sampling (skipped if compilation
+  fails); ``compiled_train_overhead_ratio`` is compiled floor over compiled flow, so
+  both sides of it are compiled.
 
 Prints a table and writes ``benchmarks/results/peers_speed.json``.
 """
@@ -168,10 +174,17 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(10):
                 ctrain()
             rows["compile_seconds_train"] = time.perf_counter() - t0
-            compiled = [measure(ctrain, seconds) for _ in range(args.repeats)]
+            cfloor_train = _train_step(torch.compile(floor), False)
+            for _ in range(10):
+                cfloor_train()
+            compiled, compiled_floor = [], []
+            for _ in range(args.repeats):  # alternating, as above
+                compiled.append(measure(ctrain, seconds))
+                compiled_floor.append(measure(cfloor_train, seconds))
             rows["compiled_train_steps_per_s"] = float(np.median(compiled))
+            rows["compiled_floor_steps_per_s"] = float(np.median(compiled_floor))
             rows["compiled_train_overhead_ratio"] = (
-                rows["floor_steps_per_s"] / rows["compiled_train_steps_per_s"]
+                rows["compiled_floor_steps_per_s"] / rows["compiled_train_steps_per_s"]
             )
             cflow.eval()
             csample = _sampler(cflow, "inference_mode", n)
@@ -201,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                 "threads": args.threads,
                 "seconds": seconds,
                 "repeats": args.repeats,
+                "flow": "unconditional",
             },
             "results": rows,
             "environment": environment(),

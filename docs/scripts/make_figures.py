@@ -22,6 +22,7 @@ depend on the matplotlib version.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -37,7 +38,7 @@ PNG_METADATA = {"Software": None}
 
 # The tables (also the README's) are built in one place: scripts/results_tables.py.
 sys.path.insert(0, str(ROOT / "scripts"))
-from results_tables import TABLES, load, ocean_rows, pr_label  # noqa: E402
+from results_tables import TABLES, load, ocean_rows, pr_label, study_stat  # noqa: E402
 
 # -- figures -------------------------------------------------------------------------------
 
@@ -102,6 +103,22 @@ def figure_ocean(plt: Any) -> None:
     plt.close(fig)
 
 
+def _ci_bars(rows: list[dict[str, Any]], metric: str, log: bool = False) -> Any:
+    """Means and asymmetric error bars of the seeds' 95% intervals (``study_stat``); on a
+    log axis a lower end at or below zero is drawn down to a tenth of the mean."""
+    means, lower, upper = [], [], []
+    for r in rows:
+        st = study_stat(r, metric)
+        one_seed = not (math.isfinite(st["low"]) and math.isfinite(st["high"]))
+        lo, hi = (st["mean"], st["mean"]) if one_seed else (st["low"], st["high"])
+        if log and lo <= 0:
+            lo = st["mean"] / 10
+        means.append(st["mean"])
+        lower.append(st["mean"] - lo)
+        upper.append(hi - st["mean"])
+    return means, [lower, upper]
+
+
 def figure_support_mismatch(plt: Any) -> None:
     g = load("generative.json")["support-mismatch"]["rows"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
@@ -113,14 +130,13 @@ def figure_support_mismatch(plt: Any) -> None:
             (r for r in g if r["params"]["objective"] == obj), key=lambda r: r["params"]["offset"]
         )
         d = [r["params"]["offset"] for r in rs]
-        m = [r["stats"]["w1"][0] for r in rs]
-        s = [r["stats"]["w1"][1] for r in rs]
-        ax.errorbar(d, m, yerr=s, marker="o", capsize=3, label=label, color=color)
+        m, err = _ci_bars(rs, "w1", log=True)
+        ax.errorbar(d, m, yerr=err, marker="o", capsize=3, label=label, color=color)
     ax.set_yscale("log")
     ax.set_xlabel("base offset d (base U(d, d + 1), target U(0, 1))")
     ax.set_ylabel("W1 to target (log scale)")
     ax.legend(fontsize=8)
-    ax.set_title("Support mismatch", fontsize=10)
+    ax.set_title("Support mismatch (bars: 95% intervals over seeds)", fontsize=10)
     _save(fig, "support_mismatch.png")
     plt.close(fig)
 
@@ -141,15 +157,14 @@ def figure_heavy_tails(plt: Any) -> None:
                 (r for r in g if r["params"]["base"] == base), key=lambda r: r["params"]["alpha"]
             )
             a = [r["params"]["alpha"] for r in rs]
-            m = [r["stats"][metric][0] for r in rs]
-            s = [r["stats"][metric][1] for r in rs]
-            ax.errorbar(a, m, yerr=s, marker="o", capsize=3, label=label, color=color)
+            m, err = _ci_bars(rs, metric, log=metric == "w1_slog")
+            ax.errorbar(a, m, yerr=err, marker="o", capsize=3, label=label, color=color)
         ax.set_xlabel("Pareto tail index alpha")
         ax.set_ylabel(ylabel)
     axes[0].set_yscale("log")
     axes[1].axhline(1.0, color="k", ls="--", lw=0.8)
     axes[0].legend(fontsize=8)
-    fig.suptitle("Heavy tails", fontsize=10)
+    fig.suptitle("Heavy tails (bars: 95% intervals over seeds)", fontsize=10)
     _save(fig, "heavy_tails.png")
     plt.close(fig)
 
@@ -158,27 +173,28 @@ def figure_precision_recall(plt: Any) -> None:
     g = load("generative.json")["precision-recall"]["rows"]
     fig, ax = plt.subplots(figsize=(5, 3.8))
     for i, r in enumerate(g):
-        p, rc = r["stats"]["precision"], r["stats"]["recall"]
+        (p,), perr = _ci_bars([r], "precision")
+        (rc,), rerr = _ci_bars([r], "recall")
         nll = r["params"]["objective"] == "nll"
         ax.errorbar(
-            rc[0],
-            p[0],
-            xerr=rc[1],
-            yerr=p[1],
+            rc,
+            p,
+            xerr=rerr,
+            yerr=perr,
             marker="s" if nll else "o",
             capsize=3,
             color="k" if nll else "tab:blue",
         )
         ax.annotate(
             pr_label(r["params"]),
-            (rc[0], p[0]),
+            (rc, p),
             textcoords="offset points",
             xytext=(-38, 6) if i % 2 else (5, -12),
             fontsize=8,
         )
     ax.set_xlabel("recall")
     ax.set_ylabel("precision")
-    ax.set_title("PR-divergence fine-tuning (8-Gaussian mixture)", fontsize=10)
+    ax.set_title("PR-divergence fine-tuning (bars: 95% intervals over seeds)", fontsize=10)
     _save(fig, "precision_recall.png")
     plt.close(fig)
 
