@@ -35,7 +35,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vinaflow.evaluation.intervals import intervals_disjoint, seed_interval, target_verdict
+from vinaflow.evaluation.intervals import (
+    intervals_disjoint,
+    seed_interval,
+    summary_interval,
+    target_verdict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -144,12 +149,16 @@ def kinematics_table() -> str:
     rows = []
     for r in k["rows"]:
         tr = r["config"]["training"]
+        resim = summary_interval(
+            r["resim_error"], r["resim_error_std_over_obs"], r["num_observations"]
+        )
+        target = r["target_resim"]
         rows.append(
             [
                 r["description"],
                 f"{_k(r['config']['problem']['num_simulations'])} / {tr['batch_size']}",
-                f"{r['resim_error']:.4f}",
-                "-" if r["target_resim"] is None else f"{r['target_resim']:g}",
+                ci(resim),
+                "-" if target is None else f"{target:g}: {target_verdict(resim, target)}",
                 f3(r["c2st"]),
                 f3(r["w1"]),
                 f"{r['train_seconds']:.0f}",
@@ -159,7 +168,7 @@ def kinematics_table() -> str:
     head = [
         "configuration",
         "simulations / batch",
-        "re-simulation error",
+        "re-simulation error [95% interval]",
         "target",
         "C2ST",
         "W1",
@@ -174,8 +183,11 @@ def kinematics_table() -> str:
         f"{n_obs} held-out observations, {n_samples} posterior samples each, against "
         "rejection-ABC ground truth. The rows do not share a budget: "
         + ", ".join(_k(b) for b in budgets)
-        + " simulations and the batch sizes shown.\n\n"
-        + table(head, rows)
+        + " simulations and the batch sizes shown. One training run (one seed) per row; "
+        + f"re-simulation error: mean [95% interval] over the {n_obs} observations "
+        "(Student-t, from their recorded mean and sample standard deviation: "
+        "`vinaflow.evaluation.intervals.summary_interval`). A target is met when the "
+        "interval's upper end is at or below it.\n\n" + table(head, rows)
     )
     ref = k.get("reference")
     if ref:
@@ -371,8 +383,11 @@ def gaussian_table() -> str:
     rows = [
         [
             f"`{r['name']}`",
-            f3(r["c2st"]),
-            "-" if r["target_c2st"] is None else f"<= {r['target_c2st']:g}",
+            ci(seed_interval(r["per_observation_c2st"])),
+            "-"
+            if r["target_c2st"] is None
+            else f"<= {r['target_c2st']:g}: "
+            + target_verdict(seed_interval(r["per_observation_c2st"]), r["target_c2st"]),
             f3(r["w1"]),
             f3(r["coverage"]),
             f"{r['steps']:,}",
@@ -380,10 +395,12 @@ def gaussian_table() -> str:
         for r in g["results"]
     ]
     text = (
-        f"Up to {g['max_seconds']:.0f} s of training per objective; C2ST against the "
-        "closed-form posterior.\n\n"
+        f"Up to {g['max_seconds']:.0f} s of training per objective, one training run (one "
+        f"seed) each; C2ST against the closed-form posterior: {INTERVAL_NOTE} over the "
+        f"{len(g['results'][0]['per_observation_c2st'])} observations; a target is met when "
+        "the interval's upper end is at or below it.\n\n"
     )
-    head = ["configuration", "C2ST", "target", "W1", "coverage", "steps"]
+    head = ["configuration", "C2ST [95% interval]", "target", "W1", "coverage", "steps"]
     return text + table(head, rows) + source_note("gaussian.json")
 
 

@@ -47,3 +47,13 @@ def test_verdicts_both_directions_and_disjoint() -> None:
 def test_bad_level() -> None:
     with pytest.raises(DataError, match="level"):
         seed_interval([1.0, 2.0], level=95)
+
+
+def test_summary_interval_is_seed_interval_of_the_values() -> None:
+    v = np.array([0.0109, 0.0131, 0.0098, 0.0125])
+    a = seed_interval(v)
+    b = intervals.summary_interval(float(v.mean()), float(v.std(ddof=1)), len(v))
+    assert (b["low"], b["high"], b["std"], b["n"]) == pytest.approx(
+        (a["low"], a["high"], a["std"], a["n"])
+    )
+    assert math.isnan(intervals.summary_interval(0.5, 0.1, 1)["low"])

@@ -45,15 +45,30 @@ def seed_interval(values: Iterable[float | None], level: float = 0.95) -> dict[s
         raise DataError(f"level must be in (0, 1), got {level}")
     v = np.array([float(x) for x in values if x is not None and math.isfinite(float(x))])
     n = len(v)
-    out: dict[str, Any] = {"n": n, "level": level, "mean": math.nan, "std": math.nan}
+    if n == 0:
+        return summary_interval(math.nan, math.nan, 0, level)
+    return summary_interval(float(v.mean()), float(v.std(ddof=1)) if n > 1 else math.nan, n, level)
+
+
+def summary_interval(mean: float, std: float, n: int, level: float = 0.95) -> dict[str, Any]:
+    """:func:`seed_interval` of values known only by their ``mean``, sample standard
+    deviation ``std`` (``ddof=1``) and count ``n`` (e.g. a results file that recorded
+    those, not the values).
+
+    >>> s = summary_interval(0.53, 0.01, 3)
+    >>> round(s["low"], 3), round(s["high"], 3)
+    (0.505, 0.555)
+    """
+    if not 0.0 < level < 1.0:
+        raise DataError(f"level must be in (0, 1), got {level}")
+    out: dict[str, Any] = {"n": int(n), "level": level, "mean": math.nan, "std": math.nan}
     out.update(low=math.nan, high=math.nan)
     if n == 0:
         return out
-    out["mean"] = float(v.mean())
-    if n > 1:
-        std = float(v.std(ddof=1))
+    out["mean"] = float(mean)
+    if n > 1 and math.isfinite(std):
         half = float(stats.t.ppf(0.5 + level / 2.0, n - 1)) * std / math.sqrt(n)
-        out.update(std=std, low=out["mean"] - half, high=out["mean"] + half)
+        out.update(std=float(std), low=out["mean"] - half, high=out["mean"] + half)
     return out
 
 
