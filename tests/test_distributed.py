@@ -297,3 +297,33 @@ def test_cli_nproc_refused_with_exit_status_2(tmp_path: Path, capsys) -> None:
     if not torch.cuda.is_available():
         assert _cli("--out", str(tmp_path / "c"), "--set", "training.device=cuda") == 2
         assert "training.device" in capsys.readouterr().err
+
+
+@needs_two_cores
+def test_cli_ray_train_backend_matches_one_process(tmp_path: Path, capsys) -> None:
+    """``--backend ray``: Ray Train's TorchTrainer forms the process group; the same
+    code path trains, so 2 Ray workers reach the parameters of 1 process."""
+    ray = pytest.importorskip("ray")
+    pytest.importorskip("ray.train.torch")
+    import json
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        steps = ("--set", "training.steps=30")
+        ray_run = ("--backend", "ray", "--nproc", "2")
+        assert _cli(*ray_run, "--out", str(tmp_path / "ray"), *steps) == 0
+        assert _cli("--out", str(tmp_path / "one"), *steps) == 0
+        assert _max_diff(_weights(tmp_path / "ray"), _weights(tmp_path / "one")) < TOL
+        assert json.loads((tmp_path / "ray" / "metrics.json").read_text())["processes"] == 2
+        capsys.readouterr()
+        assert _cli("--backend", "ray", "--nproc", "3", "--out", str(tmp_path / "x")) == 2
+        assert "the Ray cluster has 2 CPU" in capsys.readouterr().err
+        # A user error raised on the workers is one line and status 2.
+        one_row = ("--set", "training.batch_size=1")
+        assert _cli(*ray_run, "--out", str(tmp_path / "y"), *one_row) == 2
+        err = capsys.readouterr().err
+        assert "training.batch_size (1)" in err and "Traceback" not in err
+    finally:
+        ray.shutdown()
+    assert _cli("--address", "127.0.0.1:1", "--out", str(tmp_path / "z")) == 2
+    assert "--address needs --backend ray" in capsys.readouterr().err

@@ -8,14 +8,15 @@ over payloads as Ray tasks, at most one per CPU at a time.
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from vinaflow.errors import ConfigError
+from vinaflow.errors import ConfigError, VinaflowError
 from vinaflow.runtime import available_cpus
 
-__all__ = ["check_ray_address", "require_ray", "run_on_ray"]
+__all__ = ["check_ray_address", "require_ray", "run_on_ray", "run_ray_train"]
 
 
 def check_ray_address(address: str, flag: str = "--ray-address") -> None:
@@ -89,6 +90,85 @@ def run_on_ray(
             done, inflight = ray.wait(inflight, num_returns=1)
             for ref in done:
                 on_done(ray.get(ref))
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _train_worker(payload: dict[str, Any]) -> None:
+    """One Ray Train worker: Ray has formed the torch.distributed group; on a GPU the
+    device Ray assigned becomes ``LOCAL_RANK``, which the trainer turns into ``cuda:i``."""
+    import ray.train.torch
+
+    if os.path.isdir(payload["cwd"]):
+        # Relative paths in the config (a bank, the run folder) mean what they meant to
+        # the user: on this machine or a shared file system, the driver's directory.
+        os.chdir(payload["cwd"])
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        os.environ["LOCAL_RANK"] = str(device.index or 0)
+    try:
+        payload["fn"](*payload["args"])
+    except VinaflowError as err:
+        # Ray wraps worker exceptions in its own types; the message travels as text.
+        raise RuntimeError(f"{_USER_ERROR}{err}") from None
+
+
+_USER_ERROR = "vinaflow user error: "
+
+
+def run_ray_train(
+    fn: Callable[..., Any],
+    args: Sequence[Any],
+    workers: int,
+    use_gpu: bool,
+    address: str | None,
+) -> None:
+    """``fn(*args)`` on ``workers`` Ray Train workers (``TorchTrainer``) forming one
+    ``torch.distributed`` group (gloo on CPUs, NCCL with one GPU each), on the cluster
+    at ``address`` or a local Ray instance. A :class:`VinaflowError` raised by ``fn`` on
+    any worker is raised here as a :class:`ConfigError` with its message."""
+    ray = require_ray()
+    try:
+        from ray.train import RunConfig, ScalingConfig
+        from ray.train.torch import TorchTrainer
+    except ImportError as err:
+        raise ConfigError(
+            '--backend ray needs Ray Train: pip install "vinaflow[ray]" (or "ray[train]")'
+        ) from err
+    if address:
+        check_ray_address(address)
+    started = False
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
+        kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
+        if address:
+            kwargs["address"] = address
+        ray.init(**kwargs)
+        started = True
+    try:
+        resource = "GPU" if use_gpu else "CPU"
+        have = int(ray.cluster_resources().get(resource, 0))
+        if have < workers:
+            # Ray Train would wait for them indefinitely.
+            raise ConfigError(
+                f"--nproc {workers}: the Ray cluster has {have} {resource}(s); ask for at "
+                f"most {have} workers or add nodes"
+            )
+        trainer = TorchTrainer(
+            _train_worker,
+            train_loop_config={"fn": fn, "args": tuple(args), "cwd": os.getcwd()},
+            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+            run_config=RunConfig(name="vinaflow"),
+        )
+        try:
+            trainer.fit()
+        except Exception as err:  # noqa: BLE001 - Ray's error types differ across versions
+            text = str(err)
+            if _USER_ERROR in text:
+                message = text.split(_USER_ERROR, 1)[1].strip().splitlines()[0]
+                raise ConfigError(message) from None
+            raise
     finally:
         if started:
             ray.shutdown()

@@ -89,6 +89,44 @@ def _run_processes(args: argparse.Namespace, cfg: dict[str, Any], nproc: int) ->
     return 0
 
 
+def _run_on_ray(args: argparse.Namespace, cfg: dict[str, Any], nproc: int) -> int:
+    """``--backend ray``: ``nproc`` Ray Train workers (on a cluster with ``--address``)
+    run the same data-parallel training as ``--nproc`` does on this machine."""
+    from vinaflow.cluster import run_ray_train
+    from vinaflow.experiments.pipeline import check_output_dir
+    from vinaflow.experiments.report import format_metrics_table
+
+    device = cfg["training"].get("device", "auto")
+    out = Path(args.out) if args.out else Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    check_output_dir(out, args.resume, args.overwrite)
+    use_gpu = device.startswith("cuda") or (device == "auto" and _cuda_available())
+    run_ray_train(
+        _rank_run_raising,
+        (cfg, str(out), args.resume, not args.no_progress),
+        nproc,
+        use_gpu,
+        args.address,
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(format_metrics_table(metrics))
+    print(f"\nwrote {out}/ ({nproc} Ray workers; metrics.json, report.md, model.safetensors)")
+    return 0
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _rank_run_raising(cfg: dict[str, Any], out: str, resume: bool, progress: bool) -> None:
+    """One Ray Train worker's run; rank 0 alone shows progress."""
+    from vinaflow.experiments.pipeline import run
+    from vinaflow.training.distributed import is_main_process
+
+    run(cfg, out, resume=resume, progress=progress and is_main_process())
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from vinaflow.config import load_config
     from vinaflow.experiments.pipeline import run
@@ -96,6 +134,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     device = cfg["training"].get("device", "auto")
+    if args.address and args.backend != "ray":
+        raise ConfigError("--address needs --backend ray")
+    if args.backend == "ray":
+        if args.nproc is not None and (isinstance(args.nproc, bool) or args.nproc < 1):
+            raise ConfigError(f"--nproc must be a positive integer, got {args.nproc}")
+        return _run_on_ray(args, cfg, args.nproc or 1)
     if args.nproc is not None and args.nproc != 1:
         if "WORLD_SIZE" in os.environ:
             raise ConfigError("--nproc: this process was started by torchrun; drop --nproc")
@@ -214,6 +258,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
         help="train data-parallel in N processes on this machine (gloo on CPU cores, NCCL "
         "with one GPU each); torchrun --nproc-per-node N -m vinaflow.cli run ... works too",
     )
+    p.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: --nproc processes on this machine; ray: --nproc Ray Train workers "
+        "(TorchTrainer), on the cluster at --address or a local Ray instance",
+    )
+    p.add_argument("--address", help="Ray cluster address for --backend ray (HOST:PORT or auto)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("sample", help="posterior samples from a trained run")
