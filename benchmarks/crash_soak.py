@@ -9,6 +9,10 @@ successful resume.
 
     python benchmarks/crash_soak.py --kills 100 --budget 900
 
+A SIGKILL skips the cleanup of a half-written temporary (``.NAME.*`` beside its target);
+a finished trial must have none left (``temporaries_left``, with their names in
+``temporaries_left_names``): the rerun that resumes a folder removes them.
+
 Writes ``benchmarks/results/crash_soak.json`` and prints a table.
 """
 
@@ -137,8 +141,9 @@ def _check_bank(out: Path, ref: dict[str, np.ndarray]) -> list[str]:
     return bad
 
 
-def _temporaries(folder: Path) -> int:
-    return sum(1 for p in folder.rglob(".*") if p.is_file())
+def _temporaries(folder: Path) -> list[str]:
+    """Hidden files (``atomic_path``'s temporaries) under ``folder``, relative paths."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob(".*") if p.is_file())
 
 
 # -- one trial ------------------------------------------------------------------------------
@@ -194,7 +199,8 @@ def _trial(
         "completed": True,
         "identical": bool(identical),
         "launches": launches,
-        "temporaries_left": temps,
+        "temporaries_left": len(temps),
+        "temporary_names": temps,
     }
 
 
@@ -204,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=900, help="seconds; stops killing after")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--name", default="crash_soak.json", help="results file in --out")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     t_start = time.time()
@@ -252,6 +259,10 @@ def main(argv: list[str] | None = None) -> int:
                 "trials_identical_to_reference": sum(1 for t in ts if t.get("identical")),
                 "trials_failed": [t for t in ts if not t["completed"]],
                 "temporaries_left": sum(t.get("temporaries_left", 0) for t in ts),
+                # which writers left them (the names carry their targets)
+                "temporaries_left_names": sorted(
+                    n for t in ts for n in t.get("temporary_names", [])
+                ),
                 "uninterrupted_seconds": round(durations[kind], 2),
             }
     finally:
@@ -274,9 +285,13 @@ def main(argv: list[str] | None = None) -> int:
     t = summary["total"]
     print(f"{'total':8s} {t['kills']:6d} {t['corrupted_files']:10d} {t['successful_resumes']:11d}")
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "crash_soak.json", summary)
-    print(f"\nwrote {args.out / 'crash_soak.json'}")
-    return 0 if t["corrupted_files"] == 0 and t["successful_resumes"] == t["kills"] else 1
+    atomic_write_json(args.out / args.name, summary)
+    print(f"\nwrote {args.out / args.name}")
+    left = sum(summary[kind]["temporaries_left"] for kind in ("train", "bank"))
+    if left:
+        print(f"temporaries left behind: {left}")
+    ok = t["corrupted_files"] == 0 and t["successful_resumes"] == t["kills"] and not left
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -512,19 +512,16 @@ def peers_table() -> str:
     head = ["task"] + [f"`{m}`" for m in methods] + ["sbibm NPE (published)"]
     text += table(head, rows)
     if all("nll-cinn" in by and "sbi-npe" in by for by in tasks.values()):
-        parts, verdicts = [], []
+        word = {"met": "lower", "not met": "higher", "within noise": "within noise"}
+        parts = []
         for task, by in tasks.items():
             d = _paired(
                 by["nll-cinn"]["c2st_per_observation"], by["sbi-npe"]["c2st_per_observation"]
             )
-            parts.append(f"{task} {ci(d)}")
-            verdicts.append(target_verdict(d, 0.0))
-        word = {"met": "lower", "not met": "higher", "within noise": "within noise of it"}
+            parts.append(f"{task} {ci(d)} ({word[target_verdict(d, 0.0)]})")
         text += (
             "\n`nll-cinn` minus `sbi-npe`, paired over the same observations in the same "
-            f"run: {'; '.join(parts)} ("
-            + ", ".join(f"{t}: {word[v]}" for t, v in zip(tasks, verdicts, strict=True))
-            + ").\n"
+            f"run: {'; '.join(parts)}.\n"
         )
         rel = []
         for task, by in tasks.items():

@@ -236,6 +236,40 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
+def test_temporaries_of_a_killed_writer_are_removed_from_the_run_folder(tmp_path: Path) -> None:
+    """A SIGKILL inside ``atomic_path`` leaves its temporary (no cleanup runs); the run
+    folder's cleanup removes those of the outputs and of the figures, nothing else."""
+    from vinaflow.experiments.pipeline import remove_temporaries
+
+    (tmp_path / "plots").mkdir()
+    keep = [tmp_path / "plots" / "loss_curves.png", tmp_path / "metrics.json"]
+    for k in keep:
+        k.write_text("x")
+    code = (
+        "import sys, time\n"
+        "from vinaflow.atomic import atomic_path\n"
+        "with atomic_path(sys.argv[1], suffix=sys.argv[2]) as tmp:\n"
+        "    open(tmp, 'w').write('half')\n"
+        "    print('ready', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    for target, suffix in (
+        (tmp_path / "plots" / "coverage.png", ".png"),
+        (tmp_path / "checkpoint.pt", ""),
+    ):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(target), suffix], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    left = sorted(p.name for p in tmp_path.rglob(".*"))
+    assert len(left) == 2 and any(n.startswith(".coverage.png.") for n in left), left
+    remove_temporaries(tmp_path)
+    assert not list(tmp_path.rglob(".*"))
+    assert all(k.read_text() == "x" for k in keep)
+
+
 def test_checkpoint_with_pickled_objects_is_refused(tmp_path: Path) -> None:
     x, y = _data()
     path = tmp_path / "evil.pt"

@@ -240,10 +240,14 @@ _check_resumable = check_resumable
 
 
 def remove_temporaries(out_dir: Path) -> None:
-    """Delete half-written temporaries of a killed run (a SIGKILL skips their cleanup)."""
+    """Delete half-written temporaries of a killed run (a SIGKILL skips their cleanup):
+    those of :data:`OUTPUT_FILES` and of the figures in ``plots/`` (``atomic_path``
+    names them ``.NAME.*`` beside their target)."""
     for name in OUTPUT_FILES:
         for tmp in out_dir.glob(f".{name}.*"):
             tmp.unlink(missing_ok=True)
+    for tmp in (out_dir / "plots").glob(".*.png.*"):
+        tmp.unlink(missing_ok=True)
 
 
 def build_objective(cfg: Mapping[str, Any], model: AmortizedModel, problem: Problem) -> Objective:
