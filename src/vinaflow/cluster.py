@@ -19,6 +19,10 @@ from vinaflow.runtime import available_cpus
 __all__ = ["check_ray_address", "require_ray", "run_on_ray", "run_ray_train"]
 
 
+#: One BLAS thread per task: each task holds one CPU of the Ray instance.
+_ONE_THREAD = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def check_ray_address(address: str, flag: str = "--ray-address") -> None:
     """Fail fast with a clear message instead of Ray's long connection retries; ``flag``
     is the option the user gave the address with."""
@@ -69,11 +73,12 @@ def run_on_ray(
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
         if address:
+            # No runtime_env of ours: it would replace that of a Ray job this command
+            # runs in (e.g. `ray job submit --working-dir`, which ships user code).
             kwargs["address"] = address
         else:
             kwargs["num_cpus"] = workers or available_cpus()
-        env = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-        kwargs["runtime_env"] = {"env_vars": env}
+            kwargs["runtime_env"] = {"env_vars": _ONE_THREAD}
         try:
             ray.init(**kwargs)
         except (ConnectionError, TimeoutError, RuntimeError) as err:
@@ -141,9 +146,10 @@ def run_ray_train(
     started = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": True}
-        kwargs["runtime_env"] = {"env_vars": {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}
         if address:
-            kwargs["address"] = address
+            kwargs["address"] = address  # no runtime_env of ours (see run_on_ray)
+        else:
+            kwargs["runtime_env"] = {"env_vars": _ONE_THREAD}
         ray.init(**kwargs)
         started = True
     try:
