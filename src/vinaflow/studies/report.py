@@ -1,4 +1,5 @@
-"""``vinaflow report DIR``: tables (mean ± std over seeds) and figures of a sweep or study.
+"""``vinaflow report DIR``: tables (mean ± std and 95% interval over seeds) and figures of a
+sweep or study.
 
 Reads ``DIR/sweep.json`` and ``DIR/results.jsonl`` (see
 :mod:`vinaflow.studies.sweep`), writes ``DIR/report.md``, ``DIR/summary.json`` and
@@ -206,10 +207,13 @@ def metric_stats(values: Sequence[float | None]) -> tuple[float, float, int]:
     return s["mean"], s["std"] if s["n"] > 1 else 0.0, s["n"]
 
 
-def _fmt(mean: float, std: float) -> str:
+def _fmt(stat: Mapping[str, Any]) -> str:
+    """``mean ± std [low, high]``: the 95% interval over seeds where there is one."""
+    mean, std, low, high = stat["mean"], stat["std"], stat.get("low"), stat.get("high")
     if not math.isfinite(mean):
         return "n/a"
-    return f"{mean:.4g} ± {std:.2g}"
+    text = f"{mean:.4g} ± {std:.2g}"
+    return text if low is None or high is None else f"{text} [{low:.4g}, {high:.4g}]"
 
 
 def summary_rows(data: StudyData, metrics: Sequence[str]) -> list[dict[str, Any]]:
@@ -241,7 +245,7 @@ def _markdown_table(data: StudyData, rows: list[dict[str, Any]], metrics: Sequen
     for row in rows:
         runs = f"{row['runs'] - row['failed']}/{row['runs']}"
         cells = [str(row[a]) for a in data.axes] + [runs]
-        cells += [_fmt(row[m]["mean"], row[m]["std"]) for m in metrics]
+        cells += [_fmt(row[m]) for m in metrics]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -317,6 +321,10 @@ def write_study_report(directory: str | Path) -> Path:
         f"- total training time: {total_train:.0f} s",
         "",
         note,
+        "",
+        "Cells: mean ± standard deviation (ddof=1) [Student-t 95% interval of the mean] "
+        "over seeds (`vinaflow.evaluation.intervals.seed_interval`); no interval with one "
+        "seed.",
         "",
         _markdown_table(data, rows, metrics),
         "",
