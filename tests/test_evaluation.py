@@ -269,3 +269,22 @@ def test_plots_write_png(tmp_path, conjugate):
 def test_bad_inputs_raise_data_error(call):
     with pytest.raises(DataError):
         call()
+
+
+def test_samples_outside_the_simulators_domain_are_reported_not_fatal() -> None:
+    """An untrained ocean posterior puts samples where the sediment is slower than the
+    water, which the simulator refuses; evaluation re-simulates the rest and says how
+    many fell outside the prior."""
+    from vinaflow.evaluation.posterior import score_posterior
+    from vinaflow.models import ConditionalINN, Posterior
+    from vinaflow.problems import make_problem
+
+    problem = make_problem({"name": "ocean-acoustics"})
+    model = ConditionalINN(dim_x=problem.dim_x, dim_y=problem.dim_y, blocks=2, hidden=16, seed=0)
+    g = torch.Generator().manual_seed(0)
+    x = problem.sample_prior(500, g)
+    # Normalisation three times too wide: samples spread far beyond the prior box.
+    model.fit_normalization(x * 3 - x.mean(0) * 2, problem.simulate(x, g))
+    cfg = {"num_observations": 2, "num_samples": 200, "num_calibration": 0, "c2st": False}
+    m = score_posterior(Posterior(model), problem, cfg).metrics
+    assert 0 < m["outside_prior"] < 1 and np.isfinite(m["resim_error"])

@@ -34,7 +34,16 @@ __all__ = [
 ]
 
 #: Per-observation metrics of :func:`score_posterior`, in report order.
-PER_OBSERVATION = ("c2st", "w1", "mmd", "mean_error", "mean_error_truth", "resim_error", "ci_width")
+PER_OBSERVATION = (
+    "c2st",
+    "w1",
+    "mmd",
+    "mean_error",
+    "mean_error_truth",
+    "resim_error",
+    "outside_prior",
+    "ci_width",
+)
 
 #: A reference sampler: ``n`` exact posterior draws ``(n, dim_x)`` for one observation.
 ReferenceSampler = Callable[[Tensor, int, torch.Generator], Tensor]
@@ -121,7 +130,12 @@ def score_posterior(
         if ref is not None:
             for k, v in reference_metrics(ref, s, cfg, seed + i).items():
                 per[k].append(v)
-        y_clean = problem.simulate_noise_free(s)
+        # Samples outside the prior's support may be outside the simulator's domain
+        # too (an ocean sediment slower than the water): re-simulate the others and
+        # report what fraction fell outside, instead of failing the evaluation.
+        inside = torch.isfinite(problem.log_prior(s))
+        per["outside_prior"].append(float((~inside).float().mean()))
+        y_clean = problem.simulate_noise_free(s[inside]) if bool(inside.any()) else None
         if y_clean is not None:
             per["resim_error"].append(float((y_clean - y_obs[i]).norm(dim=-1).mean()))
     metrics: dict[str, Any] = {k: float(np.mean(v)) if v else None for k, v in per.items()}
