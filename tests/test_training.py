@@ -246,3 +246,33 @@ def test_compiled_training_matches_eager_and_is_undone() -> None:
     assert results[True].keys() == results[False].keys()
     for k, v in results[False].items():
         torch.testing.assert_close(results[True][k], v, atol=1e-4, rtol=1e-3)
+
+
+def test_bf16_autocast_trains_close_to_float32() -> None:
+    # bf16 autocast changes the arithmetic (so the parameters differ from float32's)
+    # but not what is learned: the validation NLL, computed in float32, ends close.
+    from vinaflow.errors import ConfigError
+
+    _, x, y = _data(2000)
+    val, weights = {}, {}
+    for precision in ("fp32", "bf16"):
+        model = ConditionalINN(dim_x=2, dim_y=1, blocks=2, hidden=32, seed=0)
+        model.fit_normalization(x, y)
+        cfg = TrainingConfig(
+            steps=300, batch_size=128, progress=False, precision=precision, val_every=300
+        )
+        xs, ys = model.x_norm(x), model.y_norm(y)
+        result = Trainer(cfg).fit(
+            model, CompositeObjective([(NLLObjective(), 1.0)]), xs, ys, xs[:500], ys[:500]
+        )
+        val[precision] = result.history["val_loss"][-1]
+        weights[precision] = next(model.parameters()).detach().clone()
+        assert all(p.dtype == torch.float32 for p in model.parameters())
+    untrained = ConditionalINN(dim_x=2, dim_y=1, blocks=2, hidden=32, seed=0)
+    untrained.fit_normalization(x, y)
+    start = float(untrained.nll(untrained.x_norm(x[:500]), untrained.y_norm(y[:500])).mean())
+    assert val["fp32"] < start - 0.15, (start, val)
+    assert abs(val["bf16"] - val["fp32"]) < 0.05, val
+    assert not torch.equal(weights["fp32"], weights["bf16"])  # autocast was on
+    with pytest.raises(ConfigError, match="training.precision: unknown 'fp16'"):
+        TrainingConfig(precision="fp16")

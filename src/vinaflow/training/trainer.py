@@ -7,6 +7,7 @@ learning-rate scale), and keeping them together keeps that state's invariants in
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import math
@@ -28,6 +29,8 @@ from vinaflow.training.streaming import InMemoryBatches, ShardStream
 __all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES", "progress_total"]
 
 LR_SCHEDULES = ("constant", "cosine", "step")
+#: Numeric precisions of training (``training.precision``).
+PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -99,6 +102,11 @@ class TrainingConfig:
     #: once and shuffled together; minibatches mix the shards of one window (see
     #: :mod:`vinaflow.training.streaming`). Banks in one ``.npz`` are loaded whole.
     shuffle_window: int = 200_000
+    #: ``fp32``, or ``bf16``: bfloat16 autocast of the training forward passes (matrix
+    #: products in bfloat16, everything stored in float32). Off by default: on this
+    #: project's CPU measurements it was slower (``benchmarks/scaling.py``); it pays on
+    #: GPUs with bfloat16 tensor cores.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         checks = {
@@ -120,6 +128,10 @@ class TrainingConfig:
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"training.max_seconds must be > 0, got {self.max_seconds}")
         distributed.check_device_spec(self.device)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(
+                f"training.precision: unknown {self.precision!r}; allowed: {', '.join(PRECISIONS)}"
+            )
         if self.lr_schedule not in LR_SCHEDULES:
             raise ConfigError(
                 f"training.lr_schedule: unknown {self.lr_schedule!r}; "
@@ -515,6 +527,14 @@ class Trainer:
             self.ctx.world_size,
         )
 
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """bf16 autocast of the training losses under ``training.precision: bf16``
+        (matrix products in bfloat16, parameters, optimiser state and validation in
+        float32); a no-op otherwise."""
+        if self.config.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
     def _clock(self, t0: float) -> float:
         """Seconds since ``t0``; rank 0's clock under several processes, so that every
         rank sets the same learning rate and stops at the same step."""
@@ -635,10 +655,12 @@ class Trainer:
         its logs (the generator's with ``loss``), or ``None`` if it was not finite."""
         xb, yb, start, stop, total = self._minibatch()
         if not self.ctx.distributed:
-            if kind == "critic":
-                loss, logs = self.objective.critic_loss(self.model, xb, yb)
-            else:
-                loss, logs = self.objective.generator_loss(self.model, xb, yb)
+            with self._autocast():
+                if kind == "critic":
+                    loss, logs = self.objective.critic_loss(self.model, xb, yb)
+                else:
+                    loss, logs = self.objective.generator_loss(self.model, xb, yb)
+            loss = loss.float()
             if not torch.isfinite(loss) or not self._clip_and_step(loss, params, opt):
                 return None
             return logs if kind == "critic" else {**logs, "loss": float(loss.detach())}
@@ -665,12 +687,13 @@ class Trainer:
 
         world, group = self.ctx.world_size, self.ctx.group
         weight = (stop - start) / total
-        with distributed.sharded_latents(self.model, start, stop, total):
+        with distributed.sharded_latents(self.model, start, stop, total), self._autocast():
             if kind == "critic":
                 loss, logs = self.objective.critic_loss(self.model, xb, yb)
             else:
                 assert self._ddp is not None
                 loss, logs = self._ddp(xb, yb)
+        loss = loss.float()
         opt.zero_grad(set_to_none=True)
         # DDP and the critic all-reduce average over ranks: scaling by weight * world
         # makes the average the row-weighted mean (1 exactly for equal slices).
