@@ -12,6 +12,6 @@ from __future__ import annotations
 
 from vinaflow._version import __version__
 from vinaflow.api import certify, evaluate, fit, load
-from vinaflow.models import Posterior
+from vinaflow.models import EnsemblePosterior, Posterior
 
-__all__ = ["Posterior", "__version__", "certify", "evaluate", "fit", "load"]
+__all__ = ["EnsemblePosterior", "Posterior", "__version__", "certify", "evaluate", "fit", "load"]

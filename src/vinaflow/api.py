@@ -31,11 +31,18 @@ from vinaflow import config as _config
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.evaluation.certificate import certify_posterior
 from vinaflow.evaluation.posterior import score_against_reference, score_posterior
-from vinaflow.models import MODEL_KINDS, AmortizedModel, Posterior, as_observations
+from vinaflow.models import (
+    MODEL_KINDS,
+    AmortizedModel,
+    EnsemblePosterior,
+    Posterior,
+    as_observations,
+)
 from vinaflow.objectives import objective_config
 from vinaflow.objectives.losses import Objective
 from vinaflow.problems import Problem, SimulatorProblem
 from vinaflow.training.fitting import (
+    Dataset,
     build_model_from_config,
     dataset_from_arrays,
     train_posterior,
@@ -53,7 +60,7 @@ TIME_BOUND_MAX_STEPS = 10_000_000
 DEFAULT_PATIENCE = 10
 #: ``fit`` arguments of their own (not routed through ``**options``).
 _OWN_KEYS = {"kind": "model", "name": "objective", "steps": "steps", "max_seconds": "max_seconds"}
-_OWN_KEYS |= {"seed": "seed", "progress": "progress"}
+_OWN_KEYS |= {"seed": "seed", "progress": "progress", "ensemble": "ensemble"}
 #: Sections of ``**options``, in the order of the error messages.
 _SECTIONS = ("model", "training", "objective")
 
@@ -133,6 +140,44 @@ def _as_rows(value: Any, name: str, what: str, where: str = "fit") -> Tensor:
     return t
 
 
+def _flatten_sets(y: Any, model: Any, model_options: dict[str, Any]) -> Any:
+    """Observations ``y`` shaped ``(n, m, d)`` (a set of ``m`` i.i.d. draws per simulation)
+    as rows ``(n, m * d)``, with the set summary's ``set_dim`` filled in; other shapes are
+    returned unchanged for the usual checks."""
+    try:
+        arr = y.detach().cpu() if isinstance(y, Tensor) else np.asarray(y)
+    except (TypeError, ValueError):
+        return y
+    if arr.ndim != 3:
+        return y
+    n, m, d = (int(v) for v in arr.shape)
+    if isinstance(model, AmortizedModel):
+        if model.set_shape != (m, d):
+            expected = (
+                "observations of (dim_y,) values"
+                if model.set_shape is None
+                else f"sets shaped (n, {model.set_shape[0]}, {model.set_shape[1]})"
+            )
+            raise DataError(
+                f"fit: y has shape {(n, m, d)} (sets of {m} draws of {d} values), but the "
+                f"model takes {expected}"
+            )
+    else:
+        if model_options.get("embedding") != "set":
+            raise DataError(
+                f"fit: y has shape {(n, m, d)}, a set of {m} observations of {d} values per "
+                "simulation; sets need a permutation-invariant summary, embedding='set' "
+                f"(or flatten y to (n, {m * d}) for a vector model)"
+            )
+        set_dim = model_options.setdefault("set_dim", d)
+        if set_dim != d:
+            raise DataError(
+                f"fit: set_dim={set_dim!r} but y has shape {(n, m, d)}: set elements of "
+                f"{d} values (set_dim={d})"
+            )
+    return arr.reshape(n, m * d)
+
+
 def _check_int(name: str, value: Any, minimum: int, allow_none: bool = True) -> int | None:
     if value is None and allow_none:
         return None
@@ -192,6 +237,7 @@ def fit(
     num_simulations: int | None = None,
     validation_fraction: float = 0.1,
     progress: bool = True,
+    ensemble: int = 1,
     **options: Any,
 ) -> Posterior:
     """Train an amortized posterior ``q(x | y)`` and return it.
@@ -227,8 +273,20 @@ def fit(
     like the config; a key of two sections takes its section as prefix
     (``model_y_weight=``, ``objective_y_weight=``).
 
+    Sets of i.i.d. observations: ``y`` shaped ``(n, m, d)`` (``m`` draws of ``d`` values
+    per simulation) with ``embedding="set"`` trains on a permutation-invariant Deep Sets
+    summary of each set (``embedding_dim`` its size); the posterior then takes sets
+    ``(m, d)`` or ``(n_obs, m, d)``. A simulator returning sets flattened to ``m * d``
+    columns takes ``embedding="set", set_dim=d``.
+
+    ``ensemble=K`` trains ``K`` members on the same simulations, member ``k`` with seed
+    ``seed + k`` (initialisation, validation split, batches; ``max_seconds`` and ``steps``
+    apply to each) and returns their mixture, a
+    :class:`vinaflow.models.EnsemblePosterior`.
+
     Returns a :class:`vinaflow.models.Posterior` with ``sample``, ``log_prob`` and ``save``;
-    ``posterior.train_result`` holds the training history.
+    ``posterior.train_result`` holds the training history (for an ensemble, the list of
+    the members' histories).
     """
     steps = _check_int("steps", steps, 1)
     seed = _check_int("seed", seed, 0, allow_none=False)
@@ -241,6 +299,18 @@ def fit(
         raise ConfigError(f"fit: max_seconds must be a finite number > 0, got {max_seconds!r}")
     if not isinstance(progress, bool):
         raise ConfigError(f"fit: progress must be True or False, got {progress!r}")
+    members = _check_int("ensemble", ensemble, 1, allow_none=False)
+    assert members is not None
+    if members > 1 and not isinstance(model, str):
+        raise ConfigError(
+            "fit: ensemble > 1 trains each member from scratch, so model must be a kind name "
+            "('cinn', 'inn', 'cnf'), not a built model"
+        )
+    if members > 1 and isinstance(objective, Objective):
+        raise ConfigError(
+            "fit: ensemble > 1 needs objective as a name or spec (each member builds its own), "
+            "not a built Objective"
+        )
     sections = _route_options(options)
 
     # Data.
@@ -258,24 +328,33 @@ def fit(
         x_all = problem.sample_prior(n, g).float()
         y_all, clean = problem.simulate_with_clean_checked(x_all, g)
         y_all = y_all.float()
-        data = dataset_from_arrays(
-            x_all, y_all, _validation_rows(n, validation_fraction), y_clean=clean
-        )
+        n_val = _validation_rows(n, validation_fraction)
+
+        def member_data(k: int) -> Dataset:
+            # fresh simulations are in random order: the first member splits them as a
+            # single fit does, the others reshuffle with their own seed
+            shuffle = None if k == 0 else seed + k
+            return dataset_from_arrays(x_all, y_all, n_val, seed=shuffle, y_clean=clean)
+
     else:
         if x is None or y is None:
             raise ConfigError(
                 "fit needs training data: arrays x (n, dim_x) and y (n, dim_y), or "
                 "simulator=, prior= and num_simulations="
             )
+        y = _flatten_sets(y, model, sections["model"])
         xt, yt = _as_rows(x, "x", "dim_x"), _as_rows(y, "y", "dim_y")
         if xt.shape[0] != yt.shape[0]:
             raise DataError(
                 f"fit: x and y must have one row per simulation; x has {xt.shape[0]} rows, "
                 f"y has {yt.shape[0]}"
             )
-        data = dataset_from_arrays(
-            xt, yt, _validation_rows(xt.shape[0], validation_fraction), seed=seed
-        )
+        n_val = _validation_rows(xt.shape[0], validation_fraction)
+
+        def member_data(k: int) -> Dataset:
+            return dataset_from_arrays(xt, yt, n_val, seed=seed + k)
+
+    data = member_data(0)
     dim_x, dim_y = data.x.shape[1], data.y.shape[1]
 
     # Config sections, validated like a YAML config.
@@ -336,19 +415,29 @@ def fit(
     # Model construction and training seed torch's global random state; the caller's
     # state and thread count are restored afterwards.
     threads = torch.get_num_threads()
+    trained: list[Posterior] = []
     try:
-        with torch.random.fork_rng():
-            if built_model is None:
-                net = build_model_from_config(cfg["model"], cfg["objective"], dim_x, dim_y, seed)
-            else:
-                net = built_model
-            posterior, result = train_posterior(
-                net, built_objective or cfg["objective"], tcfg, data, problem
-            )
+        for k in range(members):
+            member_seed = seed + k
+            with torch.random.fork_rng():
+                if built_model is None:
+                    net = build_model_from_config(
+                        cfg["model"], cfg["objective"], dim_x, dim_y, member_seed
+                    )
+                else:
+                    net = built_model
+                posterior, result = train_posterior(
+                    net,
+                    built_objective or cfg["objective"],
+                    dataclasses.replace(tcfg, seed=member_seed),
+                    data if k == 0 else member_data(k),
+                    problem,
+                )
+            posterior.train_result = result
+            trained.append(posterior)
     finally:
         torch.set_num_threads(threads)
-    posterior.train_result = result
-    return posterior
+    return trained[0] if members == 1 else EnsemblePosterior(trained)
 
 
 def load(directory: str | Path) -> Posterior:

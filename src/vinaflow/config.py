@@ -222,6 +222,7 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
         "layers": 100,
         "latent_dim": 65536,
         "embedding_dim": 65536,
+        "set_dim": 65536,
     }
     for key, high in limits.items():
         value = merged["model"].get(key)

@@ -23,24 +23,29 @@ from vinaflow.errors import ConfigError
 from vinaflow.models.base import AmortizedModel, Encoding
 from vinaflow.models.cinn import ConditionalINN
 from vinaflow.models.cnf import ContinuousFlow
+from vinaflow.models.ensemble import EnsemblePosterior
 from vinaflow.models.flow import BASE_DISTRIBUTIONS, NormalizingFlow, make_base
 from vinaflow.models.inn import JointINN
 from vinaflow.models.normalization import Standardizer
 from vinaflow.models.posterior import Posterior, as_observations
+from vinaflow.models.summary import EMBEDDINGS, SetSummary
 from vinaflow.settings import Setting, signature_settings
 
 __all__ = [
     "BASE_DISTRIBUTIONS",
     "BLOCK_CLASSES",
     "BLOCK_KINDS",
+    "EMBEDDINGS",
     "MODEL_KINDS",
     "AmortizedModel",
     "ConditionalINN",
     "ContinuousFlow",
     "Encoding",
+    "EnsemblePosterior",
     "JointINN",
     "NormalizingFlow",
     "Posterior",
+    "SetSummary",
     "Standardizer",
     "as_observations",
     "build_model",

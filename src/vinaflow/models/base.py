@@ -10,6 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from vinaflow.models.normalization import Standardizer
+from vinaflow.models.summary import SetSummary, tie_set_normalization
 
 __all__ = ["AmortizedModel", "Encoding"]
 
@@ -50,7 +51,21 @@ class AmortizedModel(nn.Module, ABC):
     def fit_normalization(self, x: Tensor, y: Tensor | None = None) -> None:
         self.x_norm.fit(x)
         if y is not None or self.dim_y:  # nothing to fit without an observation
-            self.y_norm.fit(y)
+            self._fit_y_norm(y)
+
+    @property
+    def set_shape(self) -> tuple[int, int] | None:
+        """``(m, set_dim)`` of each observation for a set summary, else ``None``."""
+        summary = getattr(self, "embedding", None)
+        if isinstance(summary, SetSummary):
+            return summary.set_size, summary.set_dim
+        return None
+
+    def _fit_y_norm(self, y: Tensor) -> None:
+        self.y_norm.fit(y)  # validates shape and finiteness
+        shape = self.set_shape
+        if shape is not None:
+            tie_set_normalization(self.y_norm, y, *shape)
 
     def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         return torch.randn(n, self.latent_dim, generator=generator)

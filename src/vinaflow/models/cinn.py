@@ -39,7 +39,7 @@ References:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ from vinaflow.blocks.base import InvertibleBlock
 from vinaflow.blocks.sequence import InvertibleSequence
 from vinaflow.errors import ConfigError, DataError
 from vinaflow.models.base import AmortizedModel, Encoding
-from vinaflow.nets import MLP
+from vinaflow.models.summary import EMBEDDINGS, build_summary
 
 __all__ = [
     "BASE_DISTRIBUTIONS",
@@ -189,7 +189,11 @@ class ConditionalINN(AmortizedModel):
             with ``min(hidden, 64)`` tanh units unless ``arch`` is ``spline`` (a 1-D spline
             is not limited to affine maps, so it needs no replacement).
         blocks, hidden, layers: Size of the bijection.
-        embedding_dim, embedding_hidden: Optional MLP summary of ``y``.
+        embedding_dim, embedding_hidden: Size and width of a learned summary of ``y``.
+        embedding: ``mlp`` (an MLP summary when ``embedding_dim`` is set) or ``set`` (a
+            permutation-invariant Deep Sets summary of ``y`` as a set of i.i.d. elements of
+            ``set_dim`` values; :mod:`vinaflow.models.summary`).
+        set_dim: Values per set element (``embedding: set``; default 1).
         pad_noise: Scale of the latent padding noise.
         base: ``gaussian``, ``uniform`` (``U(base_offset, base_offset + base_width)``) or
             ``student-t`` (``base_df`` degrees of freedom).
@@ -205,6 +209,7 @@ class ConditionalINN(AmortizedModel):
     """
 
     kind = "cinn"
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"embedding": EMBEDDINGS}
 
     def __init__(
         self,
@@ -217,6 +222,8 @@ class ConditionalINN(AmortizedModel):
         layers: int = 2,
         embedding_dim: int | None = None,
         embedding_hidden: int = 128,
+        embedding: str = "mlp",
+        set_dim: int | None = None,
         pad_noise: float = 0.05,
         base: str = "gaussian",
         base_offset: float = 0.0,
@@ -244,9 +251,13 @@ class ConditionalINN(AmortizedModel):
             raise ConfigError(
                 f"model.base={base!r} needs latent_dim == dim_x (the padding noise is Gaussian)"
             )
-        if embedding_dim and not dim_y:
-            raise ConfigError("model.embedding_dim needs an observation (dim_y >= 1)")
         super().__init__(dim_x, dim_y, latent_dim)
+        # One seed for the summary and then the flow, in that order: the initialisation
+        # of saved models (MLP summary or none) is unchanged.
+        torch.manual_seed(seed)
+        summary, cond_dim, embedding_dim = build_summary(
+            embedding, int(dim_y), embedding_dim, embedding_hidden, set_dim
+        )
         self.pad_noise = float(pad_noise)
         self.normalization = normalization
         self.base_name = base
@@ -260,6 +271,8 @@ class ConditionalINN(AmortizedModel):
             layers=layers,
             embedding_dim=embedding_dim,
             embedding_hidden=embedding_hidden,
+            embedding=embedding,
+            set_dim=getattr(summary, "set_dim", set_dim),
             pad_noise=pad_noise,
             base=base,
             base_offset=base_offset,
@@ -276,13 +289,7 @@ class ConditionalINN(AmortizedModel):
         self.register_buffer(
             "base_center", torch.full((latent_dim,), float(center)), persistent=False
         )
-        torch.manual_seed(seed)
-        if embedding_dim:
-            self.embedding: nn.Module = MLP(dim_y, int(embedding_dim), embedding_hidden, layers=2)
-            cond_dim = int(embedding_dim)
-        else:
-            self.embedding = nn.Identity()
-            cond_dim = dim_y
+        self.embedding: nn.Module = summary
         if latent_dim == 1 and dim_y == 0 and arch != "spline":
             if block_kwargs:
                 raise ConfigError(f"1-D flows take no block options, got {sorted(block_kwargs)}")
@@ -317,7 +324,7 @@ class ConditionalINN(AmortizedModel):
         """Fit the normalization of ``x`` (per ``normalization``) and ``y`` to training data."""
         y = self._observations_of(y, x.shape[0])
         if self.dim_y:  # nothing to fit without an observation
-            self.y_norm.fit(y)
+            self._fit_y_norm(y)
         if self.normalization == "none":
             return
         self.x_norm.fit(x)  # also validates shape and finiteness
@@ -427,4 +434,8 @@ class ConditionalINN(AmortizedModel):
             # Unused without an embedding; the model-file check reads every size setting
             # as a lower bound on the stored weights, which a small flow would fail.
             cfg.pop("embedding_hidden")
+        if cfg["embedding"] == "mlp":
+            # the default; files written before set summaries existed stay identical
+            cfg.pop("embedding")
+            cfg.pop("set_dim")
         return cfg

@@ -57,6 +57,7 @@ from zuko.transforms import FreeFormJacobianTransform
 
 from vinaflow.errors import ConfigError, ConvergenceError
 from vinaflow.models.base import AmortizedModel, Encoding
+from vinaflow.models.summary import EMBEDDINGS, build_summary
 from vinaflow.nets import ACTIVATIONS, MLP
 
 __all__ = ["TRACES", "ContinuousFlow", "VelocityField"]
@@ -113,7 +114,8 @@ class ContinuousFlow(AmortizedModel):
             unconditional flow).
         hidden, layers, activation: Width, depth and activation of the velocity MLP.
         time_frequencies: Number ``K`` of Fourier features of the time.
-        embedding_dim, embedding_hidden: Optional MLP summary of ``y`` (as in the cINN).
+        embedding_dim, embedding_hidden, embedding, set_dim: Optional learned summary of
+            ``y``, an MLP or a permutation-invariant set summary (as in the cINN).
         trace: ``exact`` or ``hutchinson`` trace of the log-density integral.
         atol, rtol: Tolerances of the adaptive ODE solver (sampling and log-density).
         max_evaluations: Velocity evaluations after which one ODE solve is declared
@@ -134,6 +136,7 @@ class ContinuousFlow(AmortizedModel):
     CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {
         "activation": tuple(ACTIVATIONS),
         "trace": TRACES,
+        "embedding": EMBEDDINGS,
     }
 
     def __init__(
@@ -146,6 +149,8 @@ class ContinuousFlow(AmortizedModel):
         time_frequencies: int = 3,
         embedding_dim: int | None = None,
         embedding_hidden: int = 128,
+        embedding: str = "mlp",
+        set_dim: int | None = None,
         trace: str = "exact",
         atol: float = 1e-5,
         rtol: float = 1e-5,
@@ -164,9 +169,11 @@ class ContinuousFlow(AmortizedModel):
             raise ConfigError(f"model.max_evaluations must be an integer, got {max_evaluations!r}")
         if max_evaluations < 100:
             raise ConfigError(f"model.max_evaluations must be >= 100, got {max_evaluations}")
-        if embedding_dim and not dim_y:
-            raise ConfigError("model.embedding_dim needs an observation (dim_y >= 1)")
         super().__init__(int(dim_x), int(dim_y), int(dim_x))
+        torch.manual_seed(seed)  # one seed for the summary, then the velocity field
+        summary, cond_dim, embedding_dim = build_summary(
+            embedding, int(dim_y), embedding_dim, embedding_hidden, set_dim
+        )
         self.trace = trace
         self.atol, self.rtol = float(atol), float(rtol)
         self.max_evaluations = int(max_evaluations)
@@ -179,19 +186,15 @@ class ContinuousFlow(AmortizedModel):
             time_frequencies=time_frequencies,
             embedding_dim=embedding_dim,
             embedding_hidden=embedding_hidden,
+            embedding=embedding,
+            set_dim=getattr(summary, "set_dim", set_dim),
             trace=trace,
             atol=self.atol,
             rtol=self.rtol,
             max_evaluations=self.max_evaluations,
             seed=seed,
         )
-        torch.manual_seed(seed)
-        if embedding_dim:
-            self.embedding: nn.Module = MLP(dim_y, int(embedding_dim), embedding_hidden, layers=2)
-            cond_dim = int(embedding_dim)
-        else:
-            self.embedding = nn.Identity()
-            cond_dim = int(dim_y)
+        self.embedding: nn.Module = summary
         self.field = VelocityField(
             self.dim_x, cond_dim, hidden, layers, activation, time_frequencies
         )
@@ -278,4 +281,8 @@ class ContinuousFlow(AmortizedModel):
         if not cfg["embedding_dim"]:
             # unused without an embedding; model files read sizes as lower bounds
             cfg.pop("embedding_hidden")
+        if cfg["embedding"] == "mlp":
+            # the default; files written before set summaries existed stay identical
+            cfg.pop("embedding")
+            cfg.pop("set_dim")
         return cfg

@@ -13,6 +13,7 @@ from torch import Tensor
 from vinaflow.errors import ConfigError, DataError, ModelFileError
 from vinaflow.models.base import AmortizedModel
 from vinaflow.models.serialization import load_model, save_model
+from vinaflow.models.summary import flatten_sets
 
 __all__ = ["NoDensityError", "Posterior", "as_observations"]
 
@@ -157,6 +158,10 @@ class Posterior:
         # A model without observation (dim_y = 0, an unconditional flow) takes y=None.
         if y is None and self.dim_y == 0:
             return torch.zeros(1, 0)
+        set_shape = self.model.set_shape
+        if set_shape is not None:
+            # a set model also takes sets shaped (m, set_dim) or (n_obs, m, set_dim)
+            y = flatten_sets(y, set_shape)
         return as_observations(y, self.dim_y)
 
     @torch.no_grad()
@@ -197,7 +202,12 @@ class Posterior:
     @classmethod
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Posterior:
         """The posterior saved in ``directory``: by :meth:`save` or a ``vinaflow run`` folder,
-        on ``device`` (files are device-independent: loaded on the CPU, then moved)."""
+        on ``device`` (files are device-independent: loaded on the CPU, then moved).
+        A folder written by :meth:`EnsemblePosterior.save` loads as that ensemble."""
+        from vinaflow.models.ensemble import ENSEMBLE_FILE, EnsemblePosterior
+
+        if (Path(directory) / ENSEMBLE_FILE).is_file():
+            return EnsemblePosterior.load(directory, device=device)
         model, meta = load_model(directory)
         if not isinstance(model, AmortizedModel):
             kind = (meta.get("model") or {}).get("kind")

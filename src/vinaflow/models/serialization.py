@@ -29,6 +29,7 @@ _SIZE_KEYS = (
     "latent_dim",
     "embedding_dim",
     "embedding_hidden",
+    "set_dim",
 )
 WEIGHTS, META = "model.safetensors", "model.json"
 
