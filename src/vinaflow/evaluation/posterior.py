@@ -133,7 +133,10 @@ def score_posterior(
         # Samples outside the prior's support may be outside the simulator's domain
         # too (an ocean sediment slower than the water): re-simulate the others and
         # report what fraction fell outside, instead of failing the evaluation.
-        inside = torch.isfinite(problem.log_prior(s))
+        if getattr(problem, "prior", None) is not None:
+            inside = torch.isfinite(problem.log_prior(s))
+        else:  # a problem known only by its simulator: nothing to check against
+            inside = torch.ones(s.shape[0], dtype=torch.bool)
         per["outside_prior"].append(float((~inside).float().mean()))
         y_clean = problem.simulate_noise_free(s[inside]) if bool(inside.any()) else None
         if y_clean is not None:
