@@ -66,6 +66,8 @@ def _fdiv(divergence: str, direction: str = "backward") -> dict[str, Any]:
 OBJECTIVES: dict[str, Any] = {
     "nll": "nll",
     **{f"fdiv-{d}": _fdiv(d) for d in DIVERGENCES},
+    # the backward KL's default before the study (the cINN now defaults to the score gradient)
+    "fdiv-kl-bound": {**_fdiv("kl"), "gradient": "bound"},
     "forward-kl": _fdiv("kl", "forward"),
     "sinkhorn": {"name": "sinkhorn"},
     "mmd": {"name": "mmd"},
