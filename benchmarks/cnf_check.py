@@ -24,10 +24,9 @@ import numpy as np
 import torch
 
 import vinaflow
-from benchmarks.peers.run import simulations
+from benchmarks.peers.run import score_posterior, simulations
 from benchmarks.peers.sbibm_reference import find_wheel, load_task
 from vinaflow.atomic import atomic_write_json
-from vinaflow.evaluation import c2st
 from vinaflow.evaluation.intervals import format_interval, seed_interval
 
 TASK, BUDGET = "two_moons", 10_000
@@ -49,16 +48,7 @@ def run_seed(seed: int, refs: list[Any], max_seconds: float, n_c2st: int) -> dic
         progress=False,
     )
     train_wall = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    samples = [
-        posterior.sample(torch.as_tensor(r.observation, dtype=torch.float32), n_c2st, seed=seed)[0]
-        for r in refs
-    ]
-    sample_seconds = time.perf_counter() - t0
-    scores = [
-        float(c2st(r.samples, s.numpy(), seed=seed + i, max_samples=n_c2st))
-        for i, (r, s) in enumerate(zip(refs, samples, strict=True))
-    ]
+    scores, sample_seconds_per_10k = score_posterior(posterior, refs, n_c2st, seed)
     result = posterior.train_result
     return {
         "seed": seed,
@@ -67,7 +57,7 @@ def run_seed(seed: int, refs: list[Any], max_seconds: float, n_c2st: int) -> dic
         "train_steps": int(result.steps),
         "stopped": result.stopped,
         "train_seconds": float(train_wall),
-        "sample_seconds_per_10k": sample_seconds / (len(refs) * n_c2st) * 10_000,
+        "sample_seconds_per_10k": sample_seconds_per_10k,
     }
 
 

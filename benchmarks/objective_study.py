@@ -44,10 +44,9 @@ import numpy as np
 import torch
 
 import vinaflow
-from benchmarks.peers.run import simulations
+from benchmarks.peers.run import score_posterior, simulations
 from benchmarks.peers.sbibm_reference import find_wheel, load_task
 from vinaflow.atomic import atomic_write_json
-from vinaflow.evaluation import c2st
 from vinaflow.evaluation.intervals import format_interval, seed_interval
 from vinaflow.objectives.divergences import DIVERGENCES
 
@@ -146,12 +145,7 @@ def run_cell(
     except Exception as exc:  # a failed cell is recorded, not a zero
         return {"task": task, "objective": name, "seed": seed, "c2st": None, "error": repr(exc)}
     train_wall = time.perf_counter() - t0
-    scores = []
-    for i, r in enumerate(refs):
-        obs = torch.as_tensor(r.observation, dtype=torch.float32)
-        s = posterior.sample(obs, n_c2st, seed=seed + i)[0].numpy().astype(np.float64)
-        ok = bool(np.isfinite(s).all())
-        scores.append(float(c2st(r.samples, s, seed=seed + i, max_samples=n_c2st)) if ok else 1.0)
+    scores, _ = score_posterior(posterior, refs, n_c2st, seed)
     result = posterior.train_result
     return {
         "task": task,
