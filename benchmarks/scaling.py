@@ -6,7 +6,7 @@ simulates first if missing: about an hour on 2 cores; later runs reuse it)::
     flock /tmp/vinaflow-bench.lock nice -n 5 python -m benchmarks.scaling
     python -m benchmarks.scaling --quick     # 200,000-row bank, fewer steps: a few minutes
 
-Three measurements, each repeated ``--repeats`` times and summarised by
+Four measurements, each repeated ``--repeats`` times and summarised by
 ``vinaflow.evaluation.intervals`` (mean, Student-t 95% interval):
 
 1. **Simulation**: ocean-acoustic simulations per second of ``simulate_bank`` with the
@@ -16,8 +16,10 @@ Three measurements, each repeated ``--repeats`` times and summarised by
 3. **Precision**: steps per second and final validation NLL of one process in float32
    and under bf16 autocast (``training.precision``).
 4. **Memory**: peak resident memory (``ru_maxrss`` of a fresh process) of training on
-   the sharded bank (streamed) against training on a ``.npz`` bank a tenth of its size
-   (loaded whole).
+   the sharded bank and on a quarter of it (streamed: memory should not grow with the
+   bank) against training on a ``.npz`` bank a tenth of its size (loaded whole). Each run
+   takes ``--memory-steps`` (2000) steps of 256 rows, so it reads past its first
+   streaming window: a window's memory must be released before the next is read.
 
 Ratios come from one run. On a 2-core machine two processes or workers can at most
 double throughput, and share the cores with everything else running; the JSON records
@@ -46,10 +48,14 @@ from vinaflow.atomic import atomic_write_json
 from vinaflow.evaluation.intervals import format_interval, seed_interval
 from vinaflow.problems.shards import ShardedBank
 from vinaflow.problems.simulate import simulate_bank
+from vinaflow.training.trainer import TrainingConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 OCEAN = {"name": "ocean-acoustics"}
+#: Batch size of the memory runs, and the default streaming window they read through.
+MEMORY_BATCH = 256
+WINDOW = TrainingConfig().shuffle_window
 #: The ocean cINN of examples/ocean_quick.yaml, evaluated as cheaply as possible (the
 #: benchmark measures training, not evaluation).
 MODEL = {"kind": "cinn", "arch": "coupling", "blocks": 6, "hidden": 128, "embedding_dim": 64}
@@ -182,7 +188,7 @@ def _peak(bank: Path, steps: int, out: Path, rows: int | None = None) -> dict[st
         "model": MODEL,
         "training": {
             "steps": steps,
-            "batch_size": 256,
+            "batch_size": MEMORY_BATCH,
             "max_seconds": None,
             "noise_augmentation": True,
         },
@@ -221,7 +227,16 @@ def _memory(big: Path, target_rows: int, steps: int, repeats: int, npz_rows: int
         "npz_rows": npz_rows,
         "sharded_bank_gb_on_disk": size,
         "target_mb": 1536,
-        "training": {"steps": steps, "noise_augmentation": True, "shuffle_window": 200_000},
+        "training": {
+            "steps": steps,
+            "batch_size": MEMORY_BATCH,
+            "noise_augmentation": True,
+            "shuffle_window": WINDOW,
+            # Rows read past the first window show that a window's memory is released
+            # before the next is read, not only that one window fits.
+            "rows_streamed": steps * MEMORY_BATCH,
+            "windows_read": -(-steps * MEMORY_BATCH // WINDOW),
+        },
     }
 
 
@@ -262,11 +277,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bank", type=Path, default=ROOT / "runs" / "scaling" / "ocean-10M")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--npz-rows", type=int, help="rows of the .npz compared (default: a tenth)")
+    p.add_argument(
+        "--memory-steps", type=int, help="training steps per memory run (default 2000; quick 200)"
+    )
     p.add_argument("--only", choices=("simulation", "ddp", "precision", "memory"), action="append")
     p.add_argument("--out", type=Path, default=RESULTS / "scaling.json")
     args = p.parse_args(argv)
     rows = 200_000 if args.quick else 10_000_000
-    sim_n, ddp_steps, mem_steps = (20_000, 100, 200) if args.quick else (80_000, 300, 1000)
+    sim_n, ddp_steps, mem_steps = (20_000, 100, 200) if args.quick else (80_000, 300, 2000)
+    mem_steps = args.memory_steps or mem_steps
     bank = args.bank.with_name(args.bank.name + "-quick") if args.quick else args.bank
     sections = {
         "simulation": lambda tmp: _simulation(sim_n, args.repeats, tmp),
