@@ -227,6 +227,23 @@ def test_speed_floor_matches_flow_matmuls() -> None:
     assert measure(lambda: None, 0.01) > 0
 
 
+def test_speed_models_measure_their_own_floors() -> None:
+    from benchmarks.peers.speed import MODELS, _measure_model
+
+    def shapes(m: torch.nn.Module) -> list[tuple[int, ...]]:
+        return sorted(tuple(x.weight.shape) for x in m.modules() if isinstance(x, torch.nn.Linear))
+
+    spline = MODELS["spline"](64)
+    assert shapes(spline.floor) == shapes(spline.model) and len(shapes(spline.model)) == 36
+    cnf = MODELS["cnf"](64)
+    assert shapes(cnf.floor) == shapes(cnf.model.field)
+    assert cnf.extra["function_evaluations"] >= 2  # an adaptive solve evaluates the field
+    rows = _measure_model(cnf, 64, 0.01, 1)
+    assert rows["train_steps_per_s"] > 0 and rows["floor_samples_per_s"] > 0
+    ratio = rows["floor_samples_per_s"] / rows["samples_per_s_inference_mode"]
+    assert rows["sample_overhead_ratio"] == ratio
+
+
 # --- sbibm's gaussian_linear_uniform, bernoulli_glm, sir and lotka_volterra -------------
 
 NEW_TASKS = {  # name: (dim_x, dim_y)

@@ -29,7 +29,21 @@ two subnets ``8 -> 128 -> 128 -> 16`` with SiLU per block, fixed permutations), 
   fails); ``compiled_train_overhead_ratio`` is compiled floor over compiled flow, so
   both sides of it are compiled.
 
-Prints a table and writes ``benchmarks/results/peers_speed.json``.
+The same measurements run for two more models (``--models``, default all three):
+
+- ``spline``: ``build_flow(16, arch="spline", blocks=6, hidden=128)`` (rational-quadratic
+  spline couplings from zuko, 8 bins); the floor is again its subnets chained in bare torch,
+  so the ratio includes the spline arithmetic itself (bin search, rational-quadratic map);
+- ``cnf``: ``ContinuousFlow(dim_x=16, hidden=128, layers=3)`` trained by flow matching; the
+  training floor is the same velocity MLP on the same inputs with a squared-error loss
+  (no path sampling, no time embedding); sampling solves the ODE with zuko's adaptive
+  solver, and its floor is the velocity MLP's forward pass run as many times as the solve
+  evaluated it (counted, ``function_evaluations``), so the ratio is the solver's overhead
+  per evaluation, not the cost of the solve. The CNF is untrained, so its evaluation count
+  is that of a freshly initialised field, not of a trained posterior.
+
+Prints a table and writes ``benchmarks/results/peers_speed.json`` (the coupling INN under
+``results``, every model under ``models``).
 """
 
 from __future__ import annotations
@@ -45,7 +59,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["bare_floor", "build", "main", "measure"]
+__all__ = ["MODELS", "bare_floor", "build", "main", "measure"]
 
 DIM, BLOCKS, HIDDEN, BATCH = 16, 6, 128, 512
 
@@ -79,6 +93,120 @@ def bare_floor(flow: nn.Module) -> nn.Module:
             return h
 
     return Chain()
+
+
+class _Timed:
+    """What one model's measurements need: its training step, its floor's, and samplers."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        floor: nn.Module,
+        train: Callable[[], None],
+        floor_train: Callable[[], None],
+        samplers: dict[str, Callable[[], None]],
+        floor_sample: Callable[[], None],
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.model, self.floor, self.train, self.floor_train = model, floor, train, floor_train
+        self.samplers, self.floor_sample, self.extra = samplers, floor_sample, extra or {}
+
+
+def _invertible(arch: str, n: int) -> _Timed:
+    from vinaflow.blocks import build_flow
+
+    flow = build_flow(DIM, arch=arch, blocks=BLOCKS, hidden=HIDDEN, seed=0)
+    floor = bare_floor(flow)
+    samplers = {mode: _sampler(flow, mode, n) for mode in ("no_grad", "inference_mode")}
+    return _Timed(
+        flow,
+        floor,
+        _train_step(flow, True),
+        _train_step(floor, False),
+        samplers,
+        _sampler(floor, "floor", n),
+    )
+
+
+def _cnf(n: int) -> _Timed:
+    from vinaflow.models.cnf import ContinuousFlow
+    from vinaflow.objectives.flow_matching import flow_matching_loss
+
+    cnf = ContinuousFlow(dim_x=DIM, hidden=HIDDEN, layers=3, seed=0)
+    net = copy.deepcopy(cnf.field.net)
+    g = torch.Generator().manual_seed(0)
+    data = torch.randn(BATCH, DIM, generator=g)
+    opt = torch.optim.Adam(cnf.parameters(), lr=1e-4)
+
+    def train() -> None:
+        opt.zero_grad(set_to_none=True)
+        flow_matching_loss(cnf, data, None, 1e-4).backward()
+        opt.step()
+
+    floor_in = torch.randn(BATCH, net[0].in_features, generator=g)
+    floor_opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def floor_train() -> None:
+        floor_opt.zero_grad(set_to_none=True)
+        (net(floor_in) - data).square().mean().backward()
+        floor_opt.step()
+
+    z = torch.randn(n, DIM, generator=g)
+    calls = [0]
+    hook = cnf.field.net.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    with torch.no_grad():
+        cnf.generate(None, z)
+    hook.remove()
+    evaluations = calls[0]
+    batch_in = torch.randn(n, net[0].in_features, generator=g)
+
+    def sampler(ctx: Callable[[], Any]) -> Callable[[], None]:
+        def sample() -> None:
+            with ctx():
+                cnf.generate(None, z)
+
+        return sample
+
+    def floor_sample() -> None:
+        with torch.inference_mode():
+            for _ in range(evaluations):
+                net(batch_in)
+
+    samplers = {"no_grad": sampler(torch.no_grad), "inference_mode": sampler(torch.inference_mode)}
+    return _Timed(
+        cnf, net, train, floor_train, samplers, floor_sample, {"function_evaluations": evaluations}
+    )
+
+
+#: The benchmarked models: name -> builder of its measurements for ``n`` samples per call.
+MODELS: dict[str, Callable[[int], _Timed]] = {
+    "coupling": lambda n: _invertible("coupling", n),
+    "spline": lambda n: _invertible("spline", n),
+    "cnf": _cnf,
+}
+
+
+def _measure_model(timed: _Timed, n: int, seconds: float, repeats: int) -> dict[str, Any]:
+    # Model and floor are measured alternately, ``repeats`` times each, and the median is
+    # kept: on a shared machine the load drifts over seconds, and alternating exposes
+    # both sides of each ratio to the same drift.
+    series: dict[str, list[float]] = {}
+    for _ in range(repeats):
+        series.setdefault("train_steps_per_s", []).append(measure(timed.train, seconds))
+        series.setdefault("floor_steps_per_s", []).append(measure(timed.floor_train, seconds))
+        timed.model.eval()
+        for mode, sampler in timed.samplers.items():
+            series.setdefault(f"samples_per_s_{mode}", []).append(n * measure(sampler, seconds))
+        series.setdefault("floor_samples_per_s", []).append(
+            n * measure(timed.floor_sample, seconds)
+        )
+        timed.model.train()
+    rows: dict[str, Any] = {k: float(np.median(v)) for k, v in series.items()}
+    rows["train_overhead_ratio"] = rows["floor_steps_per_s"] / rows["train_steps_per_s"]
+    rows["sample_overhead_ratio"] = (
+        rows["floor_samples_per_s"] / rows["samples_per_s_inference_mode"]
+    )
+    return {**rows, **timed.extra}
 
 
 def measure(fn: Callable[[], Any], seconds: float, warmup: int = 3) -> float:
@@ -126,6 +254,41 @@ def _sampler(flow: nn.Module, mode: str, n: int) -> Callable[[], None]:
     return sample
 
 
+def _compiled(seconds: float, repeats: int, n: int) -> dict[str, Any]:
+    """The coupling INN's training step and sampling under ``torch.compile``, against the
+    compiled floor (both sides compiled, measured alternately)."""
+    rows: dict[str, Any] = {}
+    flow = build()
+    floor = bare_floor(flow)
+    try:
+        t0 = time.perf_counter()
+        cflow = torch.compile(flow)
+        ctrain = _train_step(cflow, True)
+        for _ in range(10):
+            ctrain()
+        rows["compile_seconds_train"] = time.perf_counter() - t0
+        cfloor_train = _train_step(torch.compile(floor), False)
+        for _ in range(10):
+            cfloor_train()
+        compiled, compiled_floor = [], []
+        for _ in range(repeats):
+            compiled.append(measure(ctrain, seconds))
+            compiled_floor.append(measure(cfloor_train, seconds))
+        rows["compiled_train_steps_per_s"] = float(np.median(compiled))
+        rows["compiled_floor_steps_per_s"] = float(np.median(compiled_floor))
+        rows["compiled_train_overhead_ratio"] = (
+            rows["compiled_floor_steps_per_s"] / rows["compiled_train_steps_per_s"]
+        )
+        cflow.eval()
+        csample = _sampler(cflow, "inference_mode", n)
+        compiled = [n * measure(csample, seconds, warmup=5) for _ in range(repeats)]
+        rows["compiled_samples_per_s"] = float(np.median(compiled))
+        rows["compile_seconds_total"] = time.perf_counter() - t0
+    except Exception as err:  # noqa: BLE001 - compile support varies by platform
+        rows["compile_error"] = f"{type(err).__name__}: {str(err)[:300]}"
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="0.5 s per measurement")
@@ -133,6 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=None, help="per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also try torch.compile")
+    parser.add_argument(
+        "--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models measured"
+    )
     parser.add_argument(
         "--out", default=str(Path(__file__).parents[1] / "results" / "peers_speed.json")
     )
@@ -142,63 +308,23 @@ def main(argv: list[str] | None = None) -> int:
     from vinaflow.runtime import tune_allocator
 
     rows_tuned = tune_allocator()
-    flow = build()
-    floor = bare_floor(flow)
     n = 10_000
-    # Flow and floor are measured alternately, ``repeats`` times each, and the median is
-    # kept: on a shared machine the load drifts over seconds, and alternating exposes
-    # both sides of each ratio to the same drift.
-    train, floor_train = _train_step(flow, True), _train_step(floor, False)
-    samplers = {mode: _sampler(flow, mode, n) for mode in ("no_grad", "inference_mode")}
-    floor_sample = _sampler(floor, "floor", n)
-    series: dict[str, list[float]] = {}
-    for _ in range(args.repeats):
-        series.setdefault("train_steps_per_s", []).append(measure(train, seconds))
-        series.setdefault("floor_steps_per_s", []).append(measure(floor_train, seconds))
-        flow.eval()
-        for mode, sampler in samplers.items():
-            series.setdefault(f"samples_per_s_{mode}", []).append(n * measure(sampler, seconds))
-        series.setdefault("floor_samples_per_s", []).append(n * measure(floor_sample, seconds))
-        flow.train()
-    rows: dict[str, Any] = {k: float(np.median(v)) for k, v in series.items()}
+    models = {
+        name: _measure_model(MODELS[name](n), n, seconds, args.repeats) for name in args.models
+    }
+    rows: dict[str, Any] = dict(models.get("coupling", {}))
     rows["allocator_tuned"] = rows_tuned
-    rows["train_overhead_ratio"] = rows["floor_steps_per_s"] / rows["train_steps_per_s"]
-    rows["sample_overhead_ratio"] = (
-        rows["floor_samples_per_s"] / rows["samples_per_s_inference_mode"]
-    )
     if args.compile:
-        try:
-            t0 = time.perf_counter()
-            cflow = torch.compile(flow)
-            ctrain = _train_step(cflow, True)
-            for _ in range(10):
-                ctrain()
-            rows["compile_seconds_train"] = time.perf_counter() - t0
-            cfloor_train = _train_step(torch.compile(floor), False)
-            for _ in range(10):
-                cfloor_train()
-            compiled, compiled_floor = [], []
-            for _ in range(args.repeats):  # alternating, as above
-                compiled.append(measure(ctrain, seconds))
-                compiled_floor.append(measure(cfloor_train, seconds))
-            rows["compiled_train_steps_per_s"] = float(np.median(compiled))
-            rows["compiled_floor_steps_per_s"] = float(np.median(compiled_floor))
-            rows["compiled_train_overhead_ratio"] = (
-                rows["compiled_floor_steps_per_s"] / rows["compiled_train_steps_per_s"]
-            )
-            cflow.eval()
-            csample = _sampler(cflow, "inference_mode", n)
-            compiled = [n * measure(csample, seconds, warmup=5) for _ in range(args.repeats)]
-            rows["compiled_samples_per_s"] = float(np.median(compiled))
-            rows["compile_seconds_total"] = time.perf_counter() - t0
-        except Exception as err:  # noqa: BLE001 - compile support varies by platform
-            rows["compile_error"] = f"{type(err).__name__}: {str(err)[:300]}"
-    print(
-        f"coupling INN D={DIM}, {BLOCKS} blocks, hidden {HIDDEN}, batch {BATCH}, "
-        f"{args.threads} threads"
-    )
-    for k, v in rows.items():
-        print(f"  {k:<30} {v:>12.1f}" if isinstance(v, float) else f"  {k:<30} {v}")
+        rows.update(_compiled(seconds, args.repeats, n))
+    for name, r in models.items():
+        print(f"{name}: D={DIM}, batch {BATCH}, {args.threads} threads")
+        for k, v in r.items():
+            print(f"  {k:<30} {v:>12.1f}" if isinstance(v, float) else f"  {k:<30} {v}")
+    if args.compile:
+        print("coupling, torch.compile")
+        for k, v in rows.items():
+            if k.startswith("compile"):
+                print(f"  {k:<30} {v:>12.1f}" if isinstance(v, float) else f"  {k:<30} {v}")
     from vinaflow.atomic import atomic_write_json
     from vinaflow.experiments.pipeline import environment
 
@@ -215,8 +341,10 @@ def main(argv: list[str] | None = None) -> int:
                 "seconds": seconds,
                 "repeats": args.repeats,
                 "flow": "unconditional",
+                "models": list(args.models),
             },
             "results": rows,
+            "models": models,
             "environment": environment(),
         },
     )
