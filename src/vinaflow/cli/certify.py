@@ -64,14 +64,16 @@ def certify_run_dir(
     ``DIR/certificate.json`` (atomically) when ``write``.
     """
     from vinaflow.atomic import atomic_write_json
-    from vinaflow.models.serialization import load_model
+    from vinaflow.models import Posterior
 
     d = Path(directory)
     if not d.is_dir():
         raise DataError(f"run folder not found: {d}")
-    model, meta = load_model(d)
+    # the one loader of run folders: a single model's or an ensemble's (training.ensemble)
+    posterior = Posterior.load(d)
     seed = int(seed) if seed is not None else 20240607
-    if getattr(model, "dim_y", None) == 0:  # an unconditional flow (vinaflow flow)
+    if posterior.dim_y == 0:  # an unconditional flow (vinaflow flow)
+        model = posterior.model
         src = Path(data) if data is not None else d / "heldout.npz"
         if not src.is_file():
             raise DataError(
@@ -84,10 +86,8 @@ def certify_run_dir(
         cert = certify_flow(model, arrays["x"], divergence, seed=seed, config=config)
     else:
         from vinaflow.config import load_config
-        from vinaflow.models import Posterior
         from vinaflow.problems import make_problem
 
-        posterior = Posterior(model)
         if data is not None:
             arrays = _load_heldout(data)
             if "x" not in arrays or "y" not in arrays:

@@ -36,7 +36,12 @@ from torch import Tensor, nn
 from vinaflow._version import __version__
 from vinaflow.atomic import atomic_write_json
 from vinaflow.errors import ConfigError, DataError, ModelFileError
-from vinaflow.models.posterior import NoDensityError, Posterior, as_observations
+from vinaflow.models.posterior import (
+    NoDensityError,
+    Posterior,
+    as_observations,
+    register_folder_loader,
+)
 
 __all__ = ["ENSEMBLE_FILE", "MAX_MEMBERS", "EnsemblePosterior"]
 
@@ -144,27 +149,14 @@ class EnsemblePosterior(Posterior):
     def has_log_prob(self) -> bool:
         return all(p.has_log_prob for p in self.members)
 
-    @torch.inference_mode()
-    def sample(
-        self,
-        y: Any,
-        n: int,
-        *,
-        seed: int | None = None,
-        generator: torch.Generator | None = None,
-        device: str | torch.device = "cpu",
-    ) -> Tensor:
+    def _draw(self, obs: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
         """``n`` mixture samples per observation, ``(n_obs, n, dim_x)``.
 
         Each sample's member is drawn from the weights (independently per sample and
-        observation), then the members draw their share; ``seed``/``generator`` make the
-        whole draw reproducible, as for a single :class:`Posterior`.
+        observation), then the members draw their share; ``seed``/``generator`` of
+        :meth:`sample` make the whole draw reproducible, as for a single
+        :class:`Posterior`.
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise DataError(f"number of samples n must be an integer >= 1, got {n!r}")
-        n = int(n)
-        generator = _generator(seed, generator)
-        obs = self._observations(y)
         n_obs = obs.shape[0]
         which = torch.multinomial(
             self.weights.expand(n_obs, -1), n, replacement=True, generator=generator
@@ -182,7 +174,7 @@ class EnsemblePosterior(Posterior):
             rank = mask.cumsum(1) - 1
             rows = torch.arange(n_obs)[:, None].expand(-1, n)
             out[mask] = draws[rows[mask], rank[mask]]
-        return out.to(device)
+        return out
 
     @torch.no_grad()
     def log_prob(self, x: Any, y: Any = None) -> Tensor:
@@ -257,16 +249,6 @@ def _member_dir(k: int) -> str:
     return f"member-{k}"
 
 
-def _generator(seed: Any, generator: torch.Generator | None) -> torch.Generator | None:
-    if seed is None:
-        return generator
-    if generator is not None:
-        raise ConfigError("sample: give seed or generator, not both")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ConfigError(f"sample: seed must be an integer, got {seed!r}")
-    return torch.Generator().manual_seed(int(seed))
-
-
 def _check_weights(weights: Any, k: int) -> Tensor:
     """Normalised mixture weights ``(k,)``: uniform for ``None``, else finite, >= 0, not all 0."""
     if weights is None:
@@ -285,3 +267,8 @@ def _check_weights(weights: Any, k: int) -> Tensor:
             f"EnsemblePosterior: weights must be finite, >= 0 and not all 0, got {w.tolist()}"
         )
     return (w / w.sum()).float()
+
+
+# ``Posterior.load`` (and ``vinaflow.load``) reads ensemble folders through this entry,
+# so the base module never imports this one.
+register_folder_loader(ENSEMBLE_FILE, EnsemblePosterior.load)

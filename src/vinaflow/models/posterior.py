@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,27 @@ from vinaflow.models.base import AmortizedModel
 from vinaflow.models.serialization import load_model, save_model
 from vinaflow.models.summary import flatten_sets
 
-__all__ = ["NoDensityError", "Posterior", "as_observations"]
+__all__ = [
+    "NoDensityError",
+    "Posterior",
+    "as_observations",
+    "register_folder_loader",
+]
+
+#: Loaders of saved-posterior folders that are not one model's files, by the file that
+#: marks such a folder (e.g. ``ensemble.json``). The modules that define those formats
+#: register here (:func:`register_folder_loader`), so that :meth:`Posterior.load` reads
+#: every format without importing the modules that build on this one.
+FolderLoader = Callable[[Path, "str | torch.device"], "Posterior"]
+_FOLDER_LOADERS: dict[str, FolderLoader] = {}
+
+
+def register_folder_loader(marker: str, loader: FolderLoader) -> None:
+    """Make :meth:`Posterior.load` read folders holding the file ``marker`` with
+    ``loader(directory, device)``."""
+    if not marker or "/" in marker:
+        raise ConfigError(f"register_folder_loader: marker must be a file name, got {marker!r}")
+    _FOLDER_LOADERS[marker] = loader
 
 
 class NoDensityError(ConfigError, NotImplementedError):
@@ -47,6 +68,22 @@ def as_observations(y: Any, dim_y: int, name: str = "observations") -> Tensor:
     if not torch.isfinite(t).all():
         raise DataError(f"{name} contain values beyond the float32 range (|v| > 3.4e38)")
     return t
+
+
+def _sample_arguments(
+    n: Any, seed: Any, generator: torch.Generator | None
+) -> tuple[int, torch.Generator | None]:
+    """``sample``'s checked sample count and the generator of its draws: a new one
+    seeded by ``seed``, the given ``generator``, or ``None`` (torch's global state)."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise DataError(f"number of samples n must be an integer >= 1, got {n!r}")
+    if seed is None:
+        return int(n), generator
+    if generator is not None:
+        raise ConfigError("sample: give seed or generator, not both")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"sample: seed must be an integer, got {seed!r}")
+    return int(n), torch.Generator().manual_seed(int(seed))
 
 
 class Posterior:
@@ -116,16 +153,21 @@ class Posterior:
         (:attr:`device`, :meth:`to`); the samples are returned on ``device`` (the CPU
         unless asked otherwise).
         """
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-            raise DataError(f"number of samples n must be an integer >= 1, got {n!r}")
-        n = int(n)
-        if seed is not None:
-            if generator is not None:
-                raise ConfigError("sample: give seed or generator, not both")
-            if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-                raise ConfigError(f"sample: seed must be an integer, got {seed!r}")
-            generator = torch.Generator().manual_seed(int(seed))
+        n, generator = _sample_arguments(n, seed, generator)
         obs = self._observations(y)
+        x = self._draw(obs, n, generator).reshape(obs.shape[0], n, self.dim_x)
+        bad = (~torch.isfinite(x)).flatten(1).any(1)
+        if bad.any():
+            raise DataError(
+                f"posterior samples overflow for observation(s) {bad.nonzero()[:5, 0].tolist()}: "
+                "the observations lie far outside the range of the training data"
+            )
+        return x.to(device)
+
+    def _draw(self, obs: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
+        """``n`` samples for each of the checked observations ``obs`` ``(n_obs, dim_y)``,
+        ``(n_obs * n, dim_x)`` or ``(n_obs, n, dim_x)``; subclasses (mixtures) draw here
+        and :meth:`sample` keeps the argument checks in one place."""
         model_device = self.device
         was_training = self.model.training
         self.model.eval()
@@ -138,17 +180,9 @@ class Posterior:
                 # drawn on the CPU (where generators live), the same on every device
                 z = self.model.sample_latent(yb.shape[0], generator)
                 out.append(self.model.generate(yb, z.to(model_device)))
-            x = self.model.x_norm.inverse(torch.cat(out)).to(device)
+            return self.model.x_norm.inverse(torch.cat(out))
         finally:
             self.model.train(was_training)
-        x = x.reshape(obs.shape[0], n, self.dim_x)
-        bad = (~torch.isfinite(x)).flatten(1).any(1)
-        if bad.any():
-            raise DataError(
-                f"posterior samples overflow for observation(s) {bad.nonzero()[:5, 0].tolist()}: "
-                "the observations lie far outside the range of the training data"
-            )
-        return x
 
     @property
     def has_log_prob(self) -> bool:
@@ -203,11 +237,12 @@ class Posterior:
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> Posterior:
         """The posterior saved in ``directory``: by :meth:`save` or a ``vinaflow run`` folder,
         on ``device`` (files are device-independent: loaded on the CPU, then moved).
-        A folder written by :meth:`EnsemblePosterior.save` loads as that ensemble."""
-        from vinaflow.models.ensemble import ENSEMBLE_FILE, EnsemblePosterior
-
-        if (Path(directory) / ENSEMBLE_FILE).is_file():
-            return EnsemblePosterior.load(directory, device=device)
+        A folder of another registered format (:func:`register_folder_loader`; e.g. one
+        written by :meth:`EnsemblePosterior.save`) loads as that posterior."""
+        directory = Path(directory)
+        for marker, loader in _FOLDER_LOADERS.items():
+            if (directory / marker).is_file():
+                return loader(directory, device)
         model, meta = load_model(directory)
         if not isinstance(model, AmortizedModel):
             kind = (meta.get("model") or {}).get("kind")
