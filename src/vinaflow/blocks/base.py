@@ -11,6 +11,9 @@ instead of lists.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from numbers import Integral
 
 import torch
@@ -18,7 +21,31 @@ from torch import Tensor, nn
 
 from vinaflow.errors import ConfigError, DataError
 
-__all__ = ["InvertibleBlock"]
+__all__ = ["InvertibleBlock", "logdet_needed", "without_logdet"]
+
+_SKIP_LOGDET: ContextVar[bool] = ContextVar("vinaflow_skip_logdet", default=False)
+
+
+@contextmanager
+def without_logdet() -> Iterator[None]:
+    """Within this context, blocks whose log-det costs more than the map may return zeros.
+
+    For callers that use only the mapped values, such as the sample-based losses in the
+    backward direction (f-divergences through a critic, MMD, Sinkhorn), which never read
+    the log-det of the sampling direction. :class:`~vinaflow.blocks.IResNetBlock` honours
+    it (its log-det needs a Jacobian or a power series of vector-Jacobian products);
+    blocks with a cheap log-det may ignore it.
+    """
+    token = _SKIP_LOGDET.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_LOGDET.reset(token)
+
+
+def logdet_needed() -> bool:
+    """``False`` inside :func:`without_logdet`."""
+    return not _SKIP_LOGDET.get()
 
 
 class InvertibleBlock(nn.Module, ABC):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 from torch.func import jacrev, vjp, vmap
 
-from vinaflow.blocks.base import InvertibleBlock
+from vinaflow.blocks.base import InvertibleBlock, logdet_needed
 from vinaflow.errors import ConfigError, ConvergenceError
 
 __all__ = ["IResNetBlock", "SpectralLinear"]
@@ -395,6 +395,8 @@ class IResNetBlock(InvertibleBlock):
         return params
 
     def _logdet(self, u: Tensor, cterm: Tensor | None, params: Sequence[Tensor]) -> Tensor:
+        if not logdet_needed():  # inside blocks.base.without_logdet: values only
+            return u.new_zeros(u.shape[0])
         g = partial(_residual, act=self.activation)
         exact = self.logdet == "exact" or (self.logdet == "auto" and self.dim <= _EXACT_MAX_DIM)
         if exact:

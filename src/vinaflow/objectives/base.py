@@ -30,6 +30,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from vinaflow.blocks.base import without_logdet
 from vinaflow.errors import ConfigError
 from vinaflow.models.base import AmortizedModel
 
@@ -142,7 +143,8 @@ def _joint_pairs(
     errors of 70-310 were measured on inverse kinematics).
     """
     if direction == "backward":
-        x_hat = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
+        with without_logdet():  # the backward losses read samples only
+            x_hat = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
         return torch.cat([x_s, y_s], 1), torch.cat([x_hat, y_s], 1), None
     enc = model.encode(x_s, y_s)
     z_prior = model.sample_latent(y_s.shape[0]).to(y_s)

@@ -8,6 +8,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from vinaflow.blocks.base import without_logdet
 from vinaflow.errors import ConfigError
 from vinaflow.models.base import AmortizedModel
 from vinaflow.objectives.base import (
@@ -289,7 +290,7 @@ class FDivergenceObjective(JointObjective):
         return "pr_divergence" if self.lam is not None else "fdiv_plug_in"
 
     def _score_loss(self, model: AmortizedModel, y_s: Tensor) -> tuple[Tensor, Logs]:
-        with torch.no_grad():
+        with torch.no_grad(), without_logdet():
             x = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
             log_r = self._log_ratio(x, y_s)
             r = torch.exp(log_r)
@@ -302,7 +303,8 @@ class FDivergenceObjective(JointObjective):
         return loss, {self._plug_in_name(): float(plug_in)}
 
     def _pathwise_loss(self, model: AmortizedModel, y_s: Tensor) -> tuple[Tensor, Logs]:
-        x = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
+        with without_logdet():
+            x = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
         b = self.max_log_ratio
         log_r = self.critic.log_ratio(self._features(torch.cat([x, y_s], 1)))
         # explicit dependence of r = p / q_theta on theta at fixed x (zero in value)
