@@ -118,6 +118,7 @@ def score_posterior(
     sample_seconds = time.perf_counter() - t0
     per: dict[str, list[float]] = {k: [] for k in PER_OBSERVATION}
     references: list[Tensor | None] = []
+    ref_diag: dict[str, list[Any]] = {}
     for i in range(n_obs):
         s = samples[i]
         summ = posterior_summary(s.numpy(), x_true[i].numpy())
@@ -130,6 +131,9 @@ def score_posterior(
         if ref is not None:
             for k, v in reference_metrics(ref, s, cfg, seed + i).items():
                 per[k].append(v)
+            # e.g. the grid posterior's frontier_mass: whether the reference enclosed its mass
+            for k, v in problem.reference_diagnostics(y_obs[i]).items():
+                ref_diag.setdefault(k, []).append(v)
         # Samples outside the prior's support may be outside the simulator's domain
         # too (an ocean sediment slower than the water): re-simulate the others and
         # report what fraction fell outside, instead of failing the evaluation.
@@ -143,6 +147,10 @@ def score_posterior(
             per["resim_error"].append(float((y_clean - y_obs[i]).norm(dim=-1).mean()))
     metrics: dict[str, Any] = {k: float(np.mean(v)) if v else None for k, v in per.items()}
     metrics["sampling_seconds_per_10k"] = sample_seconds / (n_obs * n_samples) * 1e4
+    if "frontier_mass" in ref_diag:
+        metrics["reference_frontier_mass_max"] = float(max(ref_diag["frontier_mass"]))
+    if ref_diag:
+        metrics["reference_diagnostics"] = ref_diag
     scores = PosteriorScores(metrics, x_true, y_obs, samples, references, list(problem.param_names))
     # Calibration on separate prior draws: SBC ranks and expected coverage.
     n_cal, n_cal_s = int(cfg.get("num_calibration", 0)), int(cfg.get("calibration_samples", 200))

@@ -67,6 +67,11 @@ class Problem(ABC):
         """``n`` samples ``(n, dim_x)`` from the exact posterior ``p(x | y)`` for one ``y``."""
         raise NotImplementedError(f"problem {self.name!r} has no reference posterior")
 
+    def reference_diagnostics(self, y: Tensor) -> dict[str, Any]:
+        """How the reference posterior of ``y`` was computed, for the evaluation output
+        (e.g. a grid posterior's ``frontier_mass``); empty where there is nothing to say."""
+        return {}
+
     @property
     def has_likelihood(self) -> bool:
         return type(self).log_likelihood is not Problem.log_likelihood

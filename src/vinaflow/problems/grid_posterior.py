@@ -14,6 +14,9 @@ The posterior is then piecewise constant on the leaf cells (midpoint rule), whic
 :meth:`GridPosterior.sample` draws from: a leaf by its mass, then a uniform point inside it.
 :attr:`GridPosterior.effective_cells` (``1 / sum w_i^2``) says how many leaves carry the
 mass; the refinement makes it large even when the posterior is far narrower than a base cell.
+:attr:`GridPosterior.frontier_mass` (the largest density, relative to the peak, at the edge
+of the refined region) says whether the refinement enclosed the mass; ``max_frontier_mass``
+turns it into a check, and :meth:`GridPosterior.diagnostics` records it with the rest.
 
 :class:`FieldLattice` caches a smooth vector-valued forward map on a regular lattice and
 interpolates it with Keys' cubic convolution (Keys 1981, IEEE Trans. ASSP 29(6), a = -1/2,
@@ -145,6 +148,9 @@ class GridPosterior:
         min_effective_cells: refine (2 x 2) until at least this many leaf cells carry the
             mass (``1 / sum w_i^2``), even when neighbouring cells already agree.
         max_stages: cap on refinement levels.
+        max_frontier_mass: if given, :class:`ConvergenceError` when :attr:`frontier_mass`
+            exceeds it (the refined region's edge still carries non-negligible density, so
+            coarse cells next to it may misplace mass).
     """
 
     def __init__(
@@ -163,6 +169,7 @@ class GridPosterior:
         max_cells: int = 4_000_000,
         min_effective_cells: float = 500.0,
         max_stages: int = 12,
+        max_frontier_mass: float | None = None,
     ) -> None:
         self.lo = np.asarray(lo, dtype=np.float64)
         self.hi = np.asarray(hi, dtype=np.float64)
@@ -203,7 +210,14 @@ class GridPosterior:
             stage = self._refine(stage, region, factors)
             self.stages.append(stage)
             threshold = tau
+        #: largest density (relative to the peak) of a refined cell on the refined region's edge
         self.frontier_mass = self._frontier(max(float(np.max(s.loglik)) for s in self.stages))
+        if max_frontier_mass is not None and not self.frontier_mass <= max_frontier_mass:
+            raise ConvergenceError(
+                f"grid posterior: frontier_mass {self.frontier_mass:.3g} exceeds "
+                f"{max_frontier_mass:g}: the refinement did not enclose the mass "
+                "(raise tau or dilate)"
+            )
 
     # ------------------------------------------------------------------ building
 
@@ -272,6 +286,8 @@ class GridPosterior:
         self.centres = np.concatenate(centres)
         self.sizes = np.concatenate(sizes)
         loglik = np.concatenate(lls)
+        #: log-likelihood at each leaf centre (to compare two grids' likelihoods cell by cell)
+        self.leaf_loglik = loglik
         logw = loglik + np.log(self.sizes[:, 0] * self.sizes[:, 1])
         top = float(np.max(logw))
         if not np.isfinite(top):
@@ -284,6 +300,18 @@ class GridPosterior:
         self.effective_cells = float(1.0 / np.sum(self.weights**2))
 
     # ------------------------------------------------------------------ summaries
+
+    def diagnostics(self) -> dict[str, float | int]:
+        """What a results file should record about this grid (JSON-ready): likelihood
+        evaluations, refinement stages, leaves, effective cells, frontier mass, log evidence."""
+        return {
+            "n_evaluations": int(self.n_evaluations),
+            "stages": len(self.stages),
+            "leaves": int(self.centres.shape[0]),
+            "effective_cells": float(self.effective_cells),
+            "frontier_mass": float(self.frontier_mass),
+            "log_evidence": float(self.log_evidence),
+        }
 
     @property
     def mean(self) -> Tensor:

@@ -32,14 +32,23 @@ Exact posterior: uniform prior times this likelihood on an adaptively refined gr
 once per problem instance on a 256 x 64 lattice over the prior box (about 18,000 forward
 evaluations, cached in memory) and interpolated by cubic convolution, whose error
 (~1e-4 of the field's RMS) is far below the noise at any SNR up to 30 dB.
+
+``grid_posterior(y, likelihood="exact")`` builds the same grid from the modal sum itself
+at every cell centre (Jensen et al., Computational Ocean Acoustics, ch. 5) instead of the
+lattice: about 50,000 forward evaluations per observation, ~60x slower, but independent of
+the tabulation that the importance weights (:meth:`importance_log_likelihood`) also use,
+so it can check them (``benchmarks/ocean_reference.py``). Every grid is required to
+enclose its mass: ``frontier_mass <= FRONTIER_BOUND`` (:attr:`GridPosterior.frontier_mass`),
+and :meth:`reference_diagnostics` records it for the evaluation output.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,6 +63,7 @@ from vinaflow.problems.grid_posterior import FieldLattice, GridPosterior
 
 __all__ = [
     "DEFAULT_FREQUENCIES",
+    "FRONTIER_BOUND",
     "DEFAULT_RECEIVER_DEPTHS",
     "OceanAcousticsProblem",
 ]
@@ -69,6 +79,15 @@ _POWER_GRID = (64, 32)  # midpoint rule for the mean received power
 # Shared by problem instances with the same physics (keys: _physics_key()).
 _POWER_CACHE: dict[tuple, NDArray[np.float64]] = {}
 _LATTICE_CACHE: OrderedDict[tuple, FieldLattice] = OrderedDict()
+# Exact fields of large point sets (the base grid, the same for every observation).
+_EXACT_FIELD_CACHE: OrderedDict[tuple, NDArray[np.complex128]] = OrderedDict()
+_EXACT_CACHE_MIN_POINTS = 4096
+_EXACT_CHUNK = 4096  # forward evaluations per call (bounds the modal-sum workspace)
+
+#: Largest ``frontier_mass`` (edge density relative to the peak) an exact grid may have.
+FRONTIER_BOUND = 1e-3
+
+Likelihood = Literal["tabulated", "exact"]
 
 
 class OceanAcousticsProblem(Problem):
@@ -349,6 +368,43 @@ class OceanAcousticsProblem(Problem):
 
         return loglik
 
+    def exact_field(self, points: NDArray) -> NDArray[np.complex128]:
+        """Noise-free observations ``(m, F R)`` at ``points`` ``(m, 2)`` from the modal sum.
+
+        Large point sets (a grid posterior's base grid, identical for every observation)
+        are cached: the field does not depend on the observation.
+        """
+        points = np.ascontiguousarray(points, dtype=np.float64)
+        key = None
+        if points.shape[0] >= _EXACT_CACHE_MIN_POINTS:
+            digest = hashlib.sha1(points.tobytes()).hexdigest()
+            key = self._physics_key() + (self.normalize, points.shape, digest)
+            if key in _EXACT_FIELD_CACHE:
+                _EXACT_FIELD_CACHE.move_to_end(key)
+                return _EXACT_FIELD_CACHE[key]
+        parts = [
+            self.observe(points[i : i + _EXACT_CHUNK, 0], points[i : i + _EXACT_CHUNK, 1])
+            for i in range(0, points.shape[0], _EXACT_CHUNK)
+        ]
+        out = np.concatenate(parts).reshape(points.shape[0], -1)
+        if key is not None:
+            _EXACT_FIELD_CACHE[key] = out
+            while len(_EXACT_FIELD_CACHE) > 2:  # ~10 MB each
+                _EXACT_FIELD_CACHE.popitem(last=False)
+        return out
+
+    def _exact_loglik(self, qo: NDArray[np.complex128]) -> Any:
+        """``points (m, 2) -> log p(y | x)`` up to the same constant as
+        :meth:`_tabulated_loglik`, from the modal sum at every point (no lattice)."""
+        inv = np.repeat(1.0 / self.noise_variance, self.n_recv)  # (F R,)
+        flat = qo.reshape(1, -1)
+
+        def loglik(points: NDArray) -> NDArray:
+            f = self.exact_field(points)
+            return -((np.abs(flat - f) ** 2) @ inv)
+
+        return loglik
+
     def importance_log_likelihood(self, x: Tensor, y: Tensor) -> Tensor:
         """``log p(y | x)`` from the tabulated field that the exact grid posterior uses
         (cubic convolution, ~1e-4 of the field's RMS). Measured at 10 dB against the modal
@@ -360,19 +416,27 @@ class OceanAcousticsProblem(Problem):
             raise DataError(f"importance_log_likelihood takes one observation, got {qo.shape[0]}")
         return torch.as_tensor(self._tabulated_loglik(qo)(np.stack([d, c], axis=1)))
 
-    def grid_posterior(self, y: Tensor | NDArray, **kwargs: Any) -> GridPosterior:
+    def grid_posterior(
+        self, y: Tensor | NDArray, likelihood: Likelihood = "tabulated", **kwargs: Any
+    ) -> GridPosterior:
         """Exact posterior for one observation ``y`` ``(70,)`` on an adaptive grid (cached).
 
-        ``kwargs`` go to :class:`GridPosterior` (e.g. ``resolution``, ``max_cells``).
+        ``likelihood="tabulated"`` (default) interpolates the field lattice;
+        ``"exact"`` evaluates the modal sum at every cell centre (~60x slower, independent
+        of the lattice). ``kwargs`` go to :class:`GridPosterior` (e.g. ``resolution``,
+        ``max_cells``); ``max_frontier_mass`` defaults to :data:`FRONTIER_BOUND`.
         """
+        if likelihood not in ("tabulated", "exact"):
+            raise ConfigError(f"likelihood must be 'tabulated' or 'exact', got {likelihood!r}")
         qo = self._check_y(y)
         if qo.shape[0] != 1:
             raise DataError(f"grid_posterior takes one observation, got {qo.shape[0]}")
-        key = qo.tobytes() + repr(sorted(kwargs.items())).encode()
+        kwargs.setdefault("max_frontier_mass", FRONTIER_BOUND)
+        key = qo.tobytes() + repr((likelihood, sorted(kwargs.items()))).encode()
         if key in self._posteriors:
             self._posteriors.move_to_end(key)
             return self._posteriors[key]
-        loglik = self._tabulated_loglik(qo)
+        loglik = self._tabulated_loglik(qo) if likelihood == "tabulated" else self._exact_loglik(qo)
 
         # A narrower posterior needs a finer base grid to see every mode (see GridPosterior).
         boost = max(1.0, 10.0 ** ((self.snr_db - 20.0) / 20.0))
@@ -394,6 +458,11 @@ class OceanAcousticsProblem(Problem):
     ) -> Tensor:
         """``n`` samples ``(n, 2)`` from the exact grid posterior of one observation ``y``."""
         return self.grid_posterior(y).sample(n, generator).to(torch.get_default_dtype())
+
+    def reference_diagnostics(self, y: Tensor) -> dict[str, Any]:
+        """The grid behind :meth:`reference_posterior` for ``y`` (evaluations, effective
+        cells, ``frontier_mass`` and its bound), for the evaluation output."""
+        return {**self.grid_posterior(y).diagnostics(), "frontier_bound": FRONTIER_BOUND}
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
