@@ -43,9 +43,18 @@ from vinaflow.objectives.losses import Objective
 from vinaflow.problems import Problem, SimulatorProblem
 from vinaflow.training.fitting import (
     Dataset,
-    build_model_from_config,
+    TrainingJob,
     dataset_from_arrays,
-    train_posterior,
+    member_dataset,
+    member_job,
+    train_members,
+)
+from vinaflow.training.sequential import (
+    check_observation,
+    check_sequential,
+    round_sizes,
+    run_rounds,
+    train_round,
 )
 from vinaflow.training.trainer import TrainingConfig
 
@@ -60,7 +69,7 @@ TIME_BOUND_MAX_STEPS = 10_000_000
 DEFAULT_PATIENCE = 10
 #: ``fit`` arguments of their own (not routed through ``**options``).
 _OWN_KEYS = {"kind": "model", "name": "objective", "steps": "steps", "max_seconds": "max_seconds"}
-_OWN_KEYS |= {"seed": "seed", "progress": "progress", "ensemble": "ensemble"}
+_OWN_KEYS |= {"seed": "seed", "progress": "progress", "ensemble": "ensemble", "rounds": "rounds"}
 #: Sections of ``**options``, in the order of the error messages.
 _SECTIONS = ("model", "training", "objective")
 
@@ -238,6 +247,8 @@ def fit(
     validation_fraction: float = 0.1,
     progress: bool = True,
     ensemble: int = 1,
+    rounds: int = 1,
+    observation: Any = None,
     **options: Any,
 ) -> Posterior:
     """Train an amortized posterior ``q(x | y)`` and return it.
@@ -284,6 +295,17 @@ def fit(
     apply to each) and returns their mixture, a
     :class:`vinaflow.models.EnsemblePosterior`.
 
+    ``rounds=R`` with ``observation=y_o`` (one observation, ``(dim_y,)``) trains by
+    truncated sequential neural posterior estimation (TSNPE, Deistler, Gonçalves, Macke
+    2022; :mod:`vinaflow.training.sequential`): ``num_simulations`` is split over the
+    rounds; round 1 simulates from the prior, and each later round from the prior
+    truncated to the region where the previous posterior's log-density at ``y_o``
+    exceeds its ``truncation_quantile`` (an option, ``1e-4``) quantile; every round
+    trains a fresh model (seed ``seed + r``) on all simulations so far by maximum
+    likelihood. It needs ``simulator=`` and a model with a log-density (``"cinn"``,
+    ``"cnf"``); the result is accurate near ``y_o``, not amortized.
+    ``posterior.rounds`` lists each round's simulations, threshold and acceptance.
+
     Returns a :class:`vinaflow.models.Posterior` with ``sample``, ``log_prob`` and ``save``;
     ``posterior.train_result`` holds the training history (for an ensemble, the list of
     the members' histories).
@@ -311,6 +333,26 @@ def fit(
             "fit: ensemble > 1 needs objective as a name or spec (each member builds its own), "
             "not a built Objective"
         )
+    n_rounds = _check_int("rounds", rounds, 1, allow_none=False)
+    assert n_rounds is not None
+    if n_rounds > 1:
+        if members > 1:
+            raise ConfigError("fit: ensemble > 1 and rounds > 1 together are not supported")
+        if not isinstance(model, str) or isinstance(objective, Objective):
+            raise ConfigError(
+                "fit: rounds > 1 trains a fresh model each round, so model and objective "
+                "must be names or specs, not built objects"
+            )
+        if simulator is None:
+            raise ConfigError(
+                "fit: rounds > 1 simulates new parameters in every round: give simulator=, "
+                "prior= and num_simulations=, not arrays x and y"
+            )
+    elif observation is not None:
+        raise ConfigError(
+            "fit: observation= is the one observation of sequential rounds; give rounds >= 2 "
+            "with it (a single round trains an amortized posterior for every observation)"
+        )
     sections = _route_options(options)
 
     # Data.
@@ -324,17 +366,24 @@ def fit(
             raise ConfigError("fit: prior and num_simulations need simulator=")
         n = _check_int("num_simulations", num_simulations, 20, allow_none=False)
         problem = _simulation_problem(simulator, prior)
-        g = torch.Generator().manual_seed(seed)
-        x_all = problem.sample_prior(n, g).float()
-        y_all, clean = problem.simulate_with_clean_checked(x_all, g)
-        y_all = y_all.float()
         n_val = _validation_rows(n, validation_fraction)
+        if n_rounds > 1:
+            y_obs = check_observation(observation, problem.dim_y, "fit: observation")
+            sizes = round_sizes(n, n_rounds)
+            # the smallest training set (round 1's) must leave rows after its split
+            _validation_rows(sizes[0], validation_fraction)
+            x_all = y_all = clean = None
+        else:
+            g = torch.Generator().manual_seed(seed)
+            x_all = problem.sample_prior(n, g).float()
+            y_all, clean = problem.simulate_with_clean_checked(x_all, g)
+            y_all = y_all.float()
 
         def member_data(k: int) -> Dataset:
             # fresh simulations are in random order: the first member splits them as a
             # single fit does, the others reshuffle with their own seed
-            shuffle = None if k == 0 else seed + k
-            return dataset_from_arrays(x_all, y_all, n_val, seed=shuffle, y_clean=clean)
+            first = dataset_from_arrays(x_all, y_all, n_val, y_clean=clean)
+            return first if k == 0 else member_dataset(first, seed + k)
 
     else:
         if x is None or y is None:
@@ -354,8 +403,7 @@ def fit(
         def member_data(k: int) -> Dataset:
             return dataset_from_arrays(xt, yt, n_val, seed=seed + k)
 
-    data = member_data(0)
-    dim_x, dim_y = data.x.shape[1], data.y.shape[1]
+    data = None if n_rounds > 1 else member_data(0)
 
     # Config sections, validated like a YAML config.
     if objective is None:
@@ -408,40 +456,57 @@ def fit(
     else:
         terms = [cfg["objective"], *cfg["objective"].get("terms", [])]
         has_critic = any(t["name"] == "fdiv" for t in terms)
-    if steps is None and data.x_val.shape[0] > 0 and not has_critic:
+    if steps is None and n_val > 0 and not has_critic:
         cfg["training"].setdefault("patience", DEFAULT_PATIENCE)
     tcfg = TrainingConfig(**cfg["training"])
+    if n_rounds > 1:
+        assert problem is not None
+        check_sequential(cfg["model"]["kind"], cfg["objective"], "fit: rounds")
+        return _fit_rounds(problem, y_obs, sizes, cfg, tcfg, validation_fraction)
 
     # Model construction and training seed torch's global random state; the caller's
-    # state and thread count are restored afterwards.
-    threads = torch.get_num_threads()
-    trained: list[Posterior] = []
-    try:
-        for k in range(members):
-            member_seed = seed + k
-            with torch.random.fork_rng():
-                if built_model is None:
-                    net = build_model_from_config(
-                        cfg["model"], cfg["objective"], dim_x, dim_y, member_seed
-                    )
-                else:
-                    net = built_model
-                posterior, result = train_posterior(
-                    net,
-                    built_objective or cfg["objective"],
-                    dataclasses.replace(tcfg, seed=member_seed),
-                    data if k == 0 else member_data(k),
-                    problem,
-                )
-            posterior.train_result = result
-            trained.append(posterior)
-    finally:
-        torch.set_num_threads(threads)
+    # state and thread count are restored afterwards (train_members).
+    def job(k: int) -> TrainingJob:
+        return member_job(
+            k,
+            cfg["model"] if built_model is None else None,
+            built_objective or cfg["objective"],
+            cfg["objective"],
+            tcfg,
+            data if k == 0 else member_data(k),
+            problem,
+            built_model,
+        )
+
+    trained = train_members(members, job)
     return trained[0] if members == 1 else EnsemblePosterior(trained)
 
 
+def _fit_rounds(
+    problem: Problem,
+    observation: Tensor,
+    sizes: list[int],
+    cfg: Mapping[str, Any],
+    tcfg: TrainingConfig,
+    validation_fraction: float,
+) -> Posterior:
+    """``fit(rounds=R)``: TSNPE rounds, each training a fresh posterior like ``fit`` does."""
+
+    def train(r: int, x: Tensor, y: Tensor, clean: Tensor | None) -> Posterior:
+        n_val = _validation_rows(x.shape[0], validation_fraction)
+        model, objective = cfg["model"], cfg["objective"]
+        return train_round(
+            r, x, y, clean, n_val, model, objective, tcfg, problem, where="fit: rounds"
+        )
+
+    return run_rounds(
+        problem, observation, sizes, train, tcfg.seed, quantile=tcfg.truncation_quantile
+    )[0]
+
+
 def load(directory: str | Path) -> Posterior:
-    """The posterior in ``directory``: saved by ``Posterior.save`` or a ``vinaflow run`` folder."""
+    """The posterior in ``directory``: saved by ``Posterior.save`` or
+    ``EnsemblePosterior.save``, or a ``vinaflow run`` folder (:meth:`Posterior.load`)."""
     return Posterior.load(directory)
 
 

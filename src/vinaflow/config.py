@@ -25,6 +25,7 @@ from vinaflow.objectives.build import check_objective_model
 from vinaflow.objectives.divergences import DIVERGENCES
 from vinaflow.objectives.specs import objective_config, objective_keys
 from vinaflow.settings import Setting, check_setting, check_settings, dataclass_settings
+from vinaflow.training.sequential import check_sequential
 from vinaflow.training.trainer import TrainingConfig
 
 __all__ = [
@@ -233,6 +234,7 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     merged["training"] = check_settings("training", merged["training"], TRAINING_TYPES)
     # value ranges and choices are checked by the dataclass itself
     TrainingConfig(**merged["training"])
+    _check_rounds(merged)
     merged["evaluation"] = check_settings("evaluation", merged["evaluation"], EVALUATION_KEYS)
     for key in ("num_observations", "num_samples"):
         if merged["evaluation"].get(key, 1) < 1:
@@ -243,6 +245,32 @@ def resolve_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
             f"sample (>= 1), got {merged['evaluation']['importance_sampling']}"
         )
     return merged
+
+
+def _check_rounds(cfg: Mapping[str, Any]) -> None:
+    """Sequential rounds (``training.rounds > 1``) need ``problem.observation``, a
+    simulator and a model with a log-density trained by maximum likelihood; an
+    observation without rounds is refused too (it would be silently unused)."""
+    rounds = cfg["training"].get("rounds", 1)
+    problem = cfg["problem"]
+    if rounds == 1:
+        if problem.get("observation") is not None:
+            raise ConfigError(
+                "problem.observation is the one observation of sequential rounds; set "
+                "training.rounds >= 2 with it, or drop it"
+            )
+        return
+    if problem.get("observation") is None:
+        raise ConfigError(
+            f"training.rounds = {rounds} needs problem.observation: the one observation "
+            "(a list of dim_y numbers) the rounds focus their simulations on"
+        )
+    if "bank" in problem:
+        raise ConfigError(
+            "training.rounds > 1 simulates new parameters in every round: give a problem "
+            "with a simulator (problem.name or problem.simulator), not problem.bank"
+        )
+    check_sequential(cfg["model"]["kind"], cfg["objective"])
 
 
 def read_config_file(path: str | Path, sections: Sequence[str] = SECTIONS) -> dict[str, Any]:

@@ -211,6 +211,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print(json.dumps(metrics, indent=2) if args.json else format_metrics_table(metrics))
         return 0
     problem = make_problem(cfg["problem"])
+    if cfg["training"].get("rounds", 1) > 1:
+        # sequential rounds: the posterior is scored at its one observation
+        from vinaflow.experiments.pipeline import evaluate_observation
+        from vinaflow.training.sequential import check_observation
+
+        obs = check_observation(cfg["problem"]["observation"], problem.dim_y, "problem.observation")
+        metrics = evaluate_observation(posterior, problem, obs, cfg["evaluation"])
+        print(json.dumps(metrics, indent=2) if args.json else format_metrics_table(metrics))
+        return 0
     data = None
     if isinstance(problem, BankProblem) and problem.source is None:
         data = prepare_data(

@@ -133,6 +133,9 @@ def resolve_flow_config(config: Mapping[str, Any] | None) -> dict[str, Any]:
     if extra:
         raise ConfigError(f"training: unknown key(s) {extra}; allowed: {sorted(fields)}")
     TrainingConfig(**merged["training"])  # validates ranges
+    for key in ("ensemble", "rounds"):
+        if merged["training"].get(key, 1) != 1:
+            raise ConfigError(f"training.{key} applies to `vinaflow run` posteriors, not flows")
     make_target(merged["target"])  # validates the target
     merged["objective"] = flow_objective_config(merged["objective"])
     pre = merged["pretraining"]

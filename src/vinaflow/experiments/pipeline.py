@@ -37,7 +37,8 @@ from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError
 from vinaflow.evaluation.certificate import certificate_for_run
 from vinaflow.evaluation.posterior import PosteriorScores, score_posterior
-from vinaflow.models import AmortizedModel, Posterior
+from vinaflow.models import AmortizedModel, EnsemblePosterior, Posterior
+from vinaflow.models.ensemble import member_dir
 from vinaflow.objectives.losses import Objective
 from vinaflow.problems import Problem, make_problem
 from vinaflow.training import (
@@ -120,7 +121,7 @@ def training_metrics(result: TrainResult, seed: int) -> dict[str, Any]:
 
 def write_run_folder(
     out_dir: Path,
-    model: AmortizedModel,
+    model: AmortizedModel | Posterior,
     cfg: Mapping[str, Any],
     metrics: dict[str, Any],
     history: Mapping[str, Any],
@@ -130,13 +131,19 @@ def write_run_folder(
     """Model files, history, loss curves, ``report.md``, then ``metrics.json``.
 
     ``source`` is the config section saved with the model (``problem`` or ``target``).
+    ``model`` may be a posterior: an :class:`EnsemblePosterior` writes its members to
+    ``member-<k>/`` and ``ensemble.json`` (:meth:`EnsemblePosterior.save`).
     """
     # matplotlib (plots) and safetensors (model files) load only when a folder is written.
     from vinaflow.evaluation.plots import plot_training_history
     from vinaflow.experiments.report import write_run_report
     from vinaflow.models.serialization import save_model
 
-    save_model(model, out_dir, extra={source: cfg[source]})
+    if isinstance(model, EnsemblePosterior):
+        model.save(out_dir)
+    else:
+        net = model.model if isinstance(model, Posterior) else model
+        save_model(net, out_dir, extra={source: cfg[source]})
     atomic_write_json(out_dir / "history.json", history)
     if plots is not None:
         plot_training_history(history, plots / "loss_curves.png")
@@ -248,6 +255,10 @@ def remove_temporaries(out_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
     for tmp in (out_dir / "plots").glob(".*.png.*"):
         tmp.unlink(missing_ok=True)
+    # ensemble members' and sequential rounds' own files (model, checkpoint, simulations)
+    for sub in (*out_dir.glob("member-*"), *out_dir.glob("round-*")):
+        for tmp in sub.glob(".*.*"):
+            tmp.unlink(missing_ok=True)
 
 
 def build_objective(cfg: Mapping[str, Any], model: AmortizedModel, problem: Problem) -> Objective:
@@ -312,48 +323,46 @@ def run(
     resume: bool = False,
     progress: bool = True,
 ) -> RunResult:
-    """Train and evaluate one resolved config; writes outputs to ``out`` if given."""
+    """Train and evaluate one resolved config; writes outputs to ``out`` if given.
+
+    ``training.ensemble: K`` trains ``K`` members (member ``k`` with seed ``seed + k``,
+    checkpoint ``member-<k>/checkpoint.pt``) and saves their mixture;
+    ``training.rounds: R`` trains by truncated sequential rounds for
+    ``problem.observation`` (:mod:`vinaflow.training.sequential`).
+    """
     cfg = dict(config)
     out_dir = Path(out) if out is not None else None
     problem = make_problem(cfg["problem"])
     tcfg = TrainingConfig(
         **{**cfg["training"], "progress": progress and cfg["training"].get("progress", True)}
     )
+    if tcfg.rounds > 1:
+        return _run_rounds(cfg, problem, tcfg, out_dir, resume)
     data = prepare_data(
         problem, cfg["problem"], tcfg.seed, n_test=cfg["evaluation"]["num_observations"]
     )
-    model = fitting.build_model_from_config(
-        cfg["model"], cfg["objective"], problem.dim_x, problem.dim_y, tcfg.seed
-    )
-    job = fitting.prepare_training(model, cfg["objective"], tcfg, data, problem)
+    members = tcfg.ensemble
+
+    def job(k: int) -> fitting.TrainingJob:
+        member_data = data if k == 0 else fitting.member_dataset(data, tcfg.seed + k)
+        return fitting.member_job(
+            k, cfg["model"], cfg["objective"], cfg["objective"], tcfg, member_data, problem
+        )
+
+    # Member 0 is prepared first: every config error is raised before anything is written.
+    first = job(0)
+    checkpoint = None if out_dir is None else _checkpoints(out_dir, members)
+    resume = _start_folder(out_dir, cfg, resume, checkpoint)
     main = is_main_process()
-    if out_dir is not None:
-        if resume:
-            check_resumable(out_dir, cfg)
-            if not (out_dir / "checkpoint.pt").is_file():
-                # Killed before its first checkpoint (or never started): nothing to resume.
-                print(
-                    f"[vinaflow] --resume: no checkpoint in {out_dir}; training from step 0",
-                    file=sys.stderr,
-                )
-                resume = False
-        if main:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            remove_temporaries(out_dir)
-            atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
-    result = job.run(
-        checkpoint=None if out_dir is None else out_dir / "checkpoint.pt", resume=resume
-    )
+    trained = fitting.train_members(members, job, checkpoint, resume, first=first)
+    results = [p.train_result for p in trained]
+    posterior = trained[0] if members == 1 else EnsemblePosterior(trained)
     if not main:
         # Data-parallel: the other ranks trained the same model; rank 0 evaluates and
         # writes the run folder once.
-        train_metrics = training_metrics(result, tcfg.seed)
-        return RunResult(cfg, model, Posterior(model), problem, result, train_metrics)
-    posterior = Posterior(model)
-    plots = None
-    if out_dir is not None and cfg["evaluation"].get("plots", True):
-        plots = out_dir / "plots"
-        plots.mkdir(exist_ok=True)
+        train_metrics = _training_metrics(results, tcfg.seed)
+        return RunResult(cfg, posterior.model, posterior, problem, results[0], train_metrics)
+    plots = _plots_dir(out_dir, cfg)
     metrics = evaluate_posterior(posterior, problem, cfg["evaluation"], data, plots)
     if cfg["evaluation"].get("certificate", True):
         metrics["certificate"] = certificate_for_run(
@@ -363,7 +372,145 @@ def run(
             cfg["evaluation"],
             c2st_per_observation=metrics.get("per_observation", {}).get("c2st"),
         )
+    metrics.update(_training_metrics(results, tcfg.seed), problem=problem.name)
+    if out_dir is not None:
+        if members > 1:
+            for k, result in enumerate(results):
+                atomic_write_json(out_dir / member_dir(k) / "history.json", result.history)
+        write_run_folder(out_dir, posterior, cfg, metrics, results[0].history, plots, "problem")
+    return RunResult(cfg, posterior.model, posterior, problem, results[0], metrics)
+
+
+def _checkpoints(out_dir: Path, members: int) -> Callable[[int], Path]:
+    """Checkpoint file of member ``k``: ``checkpoint.pt`` for a single posterior, each
+    member's own folder's for an ensemble (a resumed run continues the member it was
+    killed in and trains none of the finished ones again)."""
+    if members == 1:
+        return lambda k: out_dir / "checkpoint.pt"
+    return lambda k: out_dir / member_dir(k) / "checkpoint.pt"
+
+
+def _start_folder(
+    out_dir: Path | None,
+    cfg: Mapping[str, Any],
+    resume: bool,
+    checkpoint: Callable[[int], Path] | None,
+) -> bool:
+    """Check a ``--resume`` against the folder, then (rank 0) create the folder, remove
+    killed writers' temporaries and write ``config.yaml``; whether to resume."""
+    if out_dir is None:
+        return False
+    if resume:
+        check_resumable(out_dir, cfg)
+        if checkpoint is not None and not checkpoint(0).is_file():
+            # Killed before its first checkpoint (or never started): nothing to resume.
+            print(
+                f"[vinaflow] --resume: no checkpoint in {out_dir}; training from step 0",
+                file=sys.stderr,
+            )
+            resume = False
+    if is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        remove_temporaries(out_dir)
+        atomic_write_text(out_dir / "config.yaml", yaml.safe_dump(cfg, sort_keys=False))
+    return resume
+
+
+def _plots_dir(out_dir: Path | None, cfg: Mapping[str, Any]) -> Path | None:
+    if out_dir is None or not cfg["evaluation"].get("plots", True):
+        return None
+    plots = out_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    return plots
+
+
+def _training_metrics(results: Sequence[TrainResult], seed: int) -> dict[str, Any]:
+    """:func:`training_metrics` of one posterior; for an ensemble (or sequential rounds)
+    the totals over its members, with each member's steps, seconds and stop reason."""
+    out = training_metrics(results[0], seed)
+    if len(results) > 1:
+        out["train_seconds"] = sum(r.train_seconds for r in results)
+        out["train_steps"] = sum(r.steps for r in results)
+        out["retries"] = sum(r.retries for r in results)
+        out["members"] = [
+            {"train_steps": r.steps, "train_seconds": r.train_seconds, "stopped": r.stopped}
+            for r in results
+        ]
+    return out
+
+
+def _run_rounds(
+    cfg: dict[str, Any],
+    problem: Problem,
+    tcfg: TrainingConfig,
+    out_dir: Path | None,
+    resume: bool,
+) -> RunResult:
+    """``training.rounds: R``: TSNPE for ``problem.observation``; each round trains a
+    fresh posterior with the checkpoint ``round-<r>/checkpoint.pt`` and keeps its
+    simulations in ``round-<r>/simulations.npz``, so ``--resume`` repeats neither a
+    finished round's training nor any simulation."""
+    from vinaflow.training import sequential
+
+    observation = sequential.check_observation(
+        cfg["problem"].get("observation"), problem.dim_y, "problem.observation"
+    )
+    sizes = sequential.round_sizes(int(cfg["problem"]["num_simulations"]), tcfg.rounds)
+    num_validation = cfg["problem"].get("num_validation")
+    if num_validation is not None and num_validation >= sizes[0] - 1:
+        raise ConfigError(
+            f"problem.num_validation ({num_validation}) must be below the first round's "
+            f"{sizes[0]} simulations (problem.num_simulations / training.rounds)"
+        )
+
+    def checkpoint(r: int) -> Path:
+        assert out_dir is not None
+        return sequential.round_dir(out_dir, r) / "checkpoint.pt"
+
+    def train_round(r: int, x: Tensor, y: Tensor, clean: Tensor | None) -> Posterior:
+        # the amortized run's rule (prepare_data), on all simulations so far
+        n_val = int(num_validation or min(max(x.shape[0] // 10, 1), 2000))
+        path = None if out_dir is None else checkpoint(r)
+        model, objective = cfg["model"], cfg["objective"]
+        return sequential.train_round(
+            r, x, y, clean, n_val, model, objective, tcfg, problem, path, resume
+        )
+
+    resume = _start_folder(out_dir, cfg, resume, None)
+    posterior, records = sequential.run_rounds(
+        problem,
+        observation,
+        sizes,
+        train_round,
+        tcfg.seed,
+        quantile=tcfg.truncation_quantile,
+        store=out_dir,
+    )
+    result = posterior.train_result
+    plots = _plots_dir(out_dir, cfg)
+    metrics = evaluate_observation(posterior, problem, observation, cfg["evaluation"])
+    metrics["rounds"] = [rec.to_dict() for rec in records]
     metrics.update(training_metrics(result, tcfg.seed), problem=problem.name)
     if out_dir is not None:
-        write_run_folder(out_dir, model, cfg, metrics, result.history, plots, "problem")
-    return RunResult(cfg, model, posterior, problem, result, metrics)
+        write_run_folder(out_dir, posterior, cfg, metrics, result.history, plots, "problem")
+    return RunResult(cfg, posterior.model, posterior, problem, result, metrics)
+
+
+def evaluate_observation(
+    posterior: Posterior, problem: Problem, observation: Tensor, cfg: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Metrics of a sequential run's posterior at its one observation: distances to the
+    problem's reference posterior there (when it has one) and the posterior's mean and
+    standard deviation. Held-out observations from the prior are not scored: after
+    truncated rounds the posterior is accurate near ``observation`` only."""
+    from vinaflow.evaluation.posterior import score_against_reference
+
+    metrics: dict[str, Any] = {}
+    if problem.has_reference_posterior:
+        metrics = score_against_reference(posterior, observation, problem.reference_posterior, cfg)
+    g = torch.Generator().manual_seed(int(cfg.get("seed", 1234)))
+    samples = posterior.sample(observation, int(cfg["num_samples"]), generator=g)[0]
+    metrics["observation"] = observation[0].tolist()
+    metrics["posterior_mean"] = samples.mean(0).tolist()
+    metrics["posterior_std"] = samples.std(0).tolist()
+    return metrics

@@ -43,7 +43,7 @@ from vinaflow.models.posterior import (
     register_folder_loader,
 )
 
-__all__ = ["ENSEMBLE_FILE", "MAX_MEMBERS", "EnsemblePosterior"]
+__all__ = ["ENSEMBLE_FILE", "MAX_MEMBERS", "EnsemblePosterior", "member_dir"]
 
 #: The file that marks a folder as an ensemble; members live in ``member-<k>/``.
 ENSEMBLE_FILE = "ensemble.json"
@@ -203,7 +203,7 @@ class EnsemblePosterior(Posterior):
             raise ConfigError(f"save: {directory} exists and is not a folder")
         directory.mkdir(parents=True, exist_ok=True)
         for k, p in enumerate(self.members):
-            p.save(directory / _member_dir(k))
+            p.save(directory / member_dir(k))
         # written last: a folder is an ensemble only once every member is in place
         atomic_write_json(
             directory / ENSEMBLE_FILE,
@@ -238,14 +238,15 @@ class EnsemblePosterior(Posterior):
             raise ModelFileError(
                 f"{path}: num_members must be an integer in [1, {MAX_MEMBERS}], got {k!r}"
             )
-        members = [Posterior.load(directory / _member_dir(i), device=device) for i in range(k)]
+        members = [Posterior.load(directory / member_dir(i), device=device) for i in range(k)]
         try:
             return cls(members, meta.get("weights"))
         except (ConfigError, DataError) as err:
             raise ModelFileError(f"{path}: {err}") from err
 
 
-def _member_dir(k: int) -> str:
+def member_dir(k: int) -> str:
+    """Folder of member ``k`` in a saved ensemble (``member-<k>``)."""
     return f"member-{k}"
 
 

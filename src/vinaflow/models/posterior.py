@@ -104,6 +104,9 @@ class Posterior:
         #: How training went (a ``vinaflow.training.TrainResult``: history, steps, seconds,
         #: why it stopped) for posteriors from ``vinaflow.fit``; ``None`` otherwise.
         self.train_result = train_result
+        #: Each round of sequential training (``vinaflow.fit(rounds=R)``): simulations,
+        #: truncation threshold and acceptance; ``None`` for other posteriors.
+        self.rounds: list[dict[str, Any]] | None = None
 
     def __repr__(self) -> str:
         return f"Posterior({self.model.kind}, dim_x={self.dim_x}, dim_y={self.dim_y})"

@@ -22,8 +22,10 @@ BUILTIN_PROBLEMS: dict[str, str] = {
     "ocean-acoustics": "vinaflow.problems.ocean_acoustics:OceanAcousticsProblem",
 }
 
-#: Keys of the ``problem`` section that describe the data budget, not the problem.
-DATA_KEYS = ("num_simulations", "num_validation")
+#: Keys of the ``problem`` section that describe the data, not the problem:
+#: the simulation budget, the validation rows, and the one observation that sequential
+#: rounds (``training.rounds``) focus on.
+DATA_KEYS = ("num_simulations", "num_validation", "observation")
 
 
 def problem_class(name: str) -> type[Problem]:

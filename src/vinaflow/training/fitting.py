@@ -10,7 +10,8 @@ training data, optionally set up noise augmentation and train with :class:`Train
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +34,13 @@ __all__ = [
     "build_objective",
     "build_model_from_config",
     "dataset_from_arrays",
+    "member_dataset",
+    "member_job",
     "model_settings",
     "noise_augmentation_inputs",
     "prepare_data",
     "prepare_training",
+    "train_members",
     "train_posterior",
 ]
 
@@ -71,6 +75,8 @@ class Dataset:
     y_clean: Tensor | None = None
     bank: ShardedBank | None = None
     rows: tuple[int, int] | None = None
+    #: The validation rows' noise-free observations (to re-split for ensemble members).
+    y_clean_val: Tensor | None = None
 
 
 #: Rows of a sharded bank read to fit the normalisation (moments of 100,000 rows are
@@ -80,6 +86,15 @@ NORMALIZATION_ROWS = 100_000
 
 def _split(x: Tensor, y: Tensor, n_val: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     return x[n_val:], y[n_val:], x[:n_val], y[:n_val]
+
+
+def _reshuffled(
+    x: Tensor, y: Tensor, clean: Tensor | None, seed: int | None
+) -> tuple[Tensor, Tensor, Tensor | None]:
+    if seed is None:
+        return x, y, clean
+    perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
+    return x[perm], y[perm], None if clean is None else clean[perm]
 
 
 def prepare_data(
@@ -112,7 +127,8 @@ def prepare_data(
     if n_val >= len(x):
         raise ConfigError(f"problem.num_validation ({n_val}) must be below the data size {len(x)}")
     xt, yt, xv, yv = _split(x, y, n_val)
-    return Dataset(xt, yt, xv, yv, x_test, y_test, None if clean is None else clean[n_val:])
+    cv, ct = (None, None) if clean is None else (clean[:n_val], clean[n_val:])
+    return Dataset(xt, yt, xv, yv, x_test, y_test, ct, y_clean_val=cv)
 
 
 def _sharded_data(problem: BankProblem, problem_cfg: Mapping[str, Any], n_test: int) -> Dataset:
@@ -155,12 +171,32 @@ def dataset_from_arrays(
     without it the first ``n_val`` rows are the validation rows (fresh simulations are in
     random order already).
     """
-    if seed is not None:
-        perm = torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))
-        x, y = x[perm], y[perm]
-        y_clean = None if y_clean is None else y_clean[perm]
+    x, y, y_clean = _reshuffled(x, y, y_clean, seed)
     xt, yt, xv, yv = _split(x, y, n_val)
-    return Dataset(xt, yt, xv, yv, y_clean=None if y_clean is None else y_clean[n_val:])
+    if y_clean is None:
+        return Dataset(xt, yt, xv, yv)
+    return Dataset(xt, yt, xv, yv, y_clean=y_clean[n_val:], y_clean_val=y_clean[:n_val])
+
+
+def member_dataset(data: Dataset, seed: int) -> Dataset:
+    """The rows of ``data`` re-split into training and validation rows by ``seed``: the
+    data of ensemble member ``k > 0`` (seed ``seed + k``), whose members train on the same
+    simulations with different validation rows. Test rows are kept; a sharded bank keeps
+    its split (its stream's order follows the member's training seed)."""
+    if data.bank is not None:
+        return data
+    clean = None
+    if data.y_clean is not None and data.y_clean_val is not None:
+        clean = torch.cat([data.y_clean_val, data.y_clean])
+    out = dataset_from_arrays(
+        torch.cat([data.x_val, data.x]),
+        torch.cat([data.y_val, data.y]),
+        data.x_val.shape[0],
+        seed=seed,
+        y_clean=clean,
+    )
+    out.x_test, out.y_test = data.x_test, data.y_test
+    return out
 
 
 def noise_augmentation_inputs(
@@ -308,3 +344,69 @@ def train_posterior(
     job = prepare_training(model, objective, training, data, problem)
     result = job.run()
     return Posterior(model), result
+
+
+def member_job(
+    member: int,
+    model_cfg: Mapping[str, Any] | None,
+    objective: Mapping[str, Any] | Objective,
+    objective_cfg: Mapping[str, Any],
+    training: TrainingConfig,
+    data: Dataset,
+    problem: Problem | None = None,
+    model: AmortizedModel | None = None,
+) -> TrainingJob:
+    """The training job of ensemble member ``member`` (or of a single posterior, member 0).
+
+    Member ``k`` builds its model from ``model_cfg`` (unless a built ``model`` is given)
+    and trains with seed ``training.seed + k``: initialisation, minibatch order and noise
+    differ between members, which is what makes their errors independent.
+    ``objective_cfg`` is the resolved section the model is built for (an iResNet's
+    ``explicit: auto``), ``objective`` the section or built objective trained.
+    """
+    seed = training.seed + member
+    if model is None:
+        if model_cfg is None:
+            raise ConfigError("member_job: give model_cfg or a built model")
+        model = build_model_from_config(
+            model_cfg, objective_cfg, data.x.shape[1], data.y.shape[1], seed
+        )
+    return prepare_training(
+        model, objective, dataclasses.replace(training, seed=seed), data, problem
+    )
+
+
+def train_members(
+    members: int,
+    job: Callable[[int], TrainingJob],
+    checkpoint: Callable[[int], Path | None] | None = None,
+    resume: bool = False,
+    first: TrainingJob | None = None,
+) -> list[Posterior]:
+    """Train ``members`` posteriors one after the other: the loop ``vinaflow.fit(ensemble=K)``
+    and ``vinaflow run`` (``training.ensemble``) share.
+
+    ``job(k)`` prepares member ``k`` (:func:`member_job`); ``first`` is member 0's job when
+    the caller prepared it already (to raise config errors before writing anything).
+    ``checkpoint(k)`` is member ``k``'s checkpoint file; with ``resume``, a member whose
+    checkpoint exists continues from it (one that had finished trains no further step)
+    and the others start from step 0, so a run killed in member ``k`` repeats none of the
+    members before it. Each member trains in a forked random state, and torch's thread
+    count is restored afterwards. Each posterior's ``train_result`` is set.
+    """
+    threads = torch.get_num_threads()
+    trained: list[Posterior] = []
+    try:
+        for k in range(members):
+            with torch.random.fork_rng():
+                member = first if k == 0 and first is not None else job(k)
+                path = None if checkpoint is None else checkpoint(k)
+                result = member.run(
+                    checkpoint=path, resume=resume and path is not None and Path(path).is_file()
+                )
+            posterior = Posterior(member.model)
+            posterior.train_result = result
+            trained.append(posterior)
+    finally:
+        torch.set_num_threads(threads)
+    return trained

@@ -107,6 +107,21 @@ class TrainingConfig:
     #: project's CPU measurements it was slower (``benchmarks/scaling.py``); it pays on
     #: GPUs with bfloat16 tensor cores.
     precision: str = "fp32"
+    #: Members of a posterior ensemble: ``vinaflow run`` (like ``vinaflow.fit(ensemble=K)``)
+    #: trains this many posteriors on the same simulations, member ``k`` with seed
+    #: ``seed + k``, and saves their mixture (:class:`vinaflow.models.EnsemblePosterior`).
+    #: Read by the run, not by the trainer.
+    ensemble: int = 1
+    #: Rounds of truncated sequential training for the one observation
+    #: ``problem.observation`` (TSNPE, :mod:`vinaflow.training.sequential`): the
+    #: simulation budget is split over the rounds, and every round after the first
+    #: simulates from the prior truncated to the previous posterior's highest-density
+    #: region. Read by the run, not by the trainer.
+    rounds: int = 1
+    #: The truncated region keeps the prior where the posterior's log-density exceeds
+    #: this quantile of it under the posterior (``1e-4``: the region holds all but 0.01%
+    #: of the posterior mass; Deistler et al. 2022).
+    truncation_quantile: float = 1e-4
 
     def __post_init__(self) -> None:
         checks = {
@@ -121,12 +136,20 @@ class TrainingConfig:
             "critic_warmup": self.critic_warmup >= 0,
             "lr_min_factor": 0 <= self.lr_min_factor <= 1,
             "shuffle_window": self.shuffle_window >= 1,
+            "ensemble": self.ensemble >= 1,
+            "rounds": self.rounds >= 1,
+            "truncation_quantile": 0 < self.truncation_quantile < 1,
         }
         for name, ok in checks.items():
             if not ok:
                 raise ConfigError(f"training.{name} is out of range: {getattr(self, name)!r}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"training.max_seconds must be > 0, got {self.max_seconds}")
+        if self.ensemble > 1 and self.rounds > 1:
+            raise ConfigError(
+                f"training.ensemble ({self.ensemble}) and training.rounds ({self.rounds}): "
+                "sequential rounds train one posterior; set one of them to 1"
+            )
         distributed.check_device_spec(self.device)
         if self.precision not in PRECISIONS:
             raise ConfigError(
