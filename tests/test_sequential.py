@@ -108,6 +108,8 @@ def test_cli_rounds_write_a_resumable_folder(tmp_path: Path) -> None:
     result = run(cfg, out)
     metrics = json.loads((out / "metrics.json").read_text())
     assert [r["total_simulations"] for r in metrics["rounds"]] == [150, 300]
+    assert [r["train_steps"] for r in metrics["rounds"]] == [60, 60]
+    assert metrics["train_steps"] == 120
     assert 0.5 <= metrics["c2st"] <= 1.0 and metrics["observation"] == pytest.approx(y_o)
     for r in range(2):
         assert (out / f"round-{r}" / "simulations.npz").is_file()

@@ -472,9 +472,13 @@ def _run_rounds(
         n_val = int(num_validation or min(max(x.shape[0] // 10, 1), 2000))
         path = None if out_dir is None else checkpoint(r)
         model, objective = cfg["model"], cfg["objective"]
-        return sequential.train_round(
+        post = sequential.train_round(
             r, x, y, clean, n_val, model, objective, tcfg, problem, path, resume
         )
+        results.append(post.train_result)
+        return post
+
+    results: list[TrainResult] = []
 
     resume = _start_folder(out_dir, cfg, resume, None)
     posterior, records = sequential.run_rounds(
@@ -489,8 +493,14 @@ def _run_rounds(
     result = posterior.train_result
     plots = _plots_dir(out_dir, cfg)
     metrics = evaluate_observation(posterior, problem, observation, cfg["evaluation"])
-    metrics["rounds"] = [rec.to_dict() for rec in records]
+    metrics["rounds"] = [
+        {**rec.to_dict(), "train_steps": res.steps, "train_seconds": res.train_seconds}
+        for rec, res in zip(records, results, strict=True)
+    ]
     metrics.update(training_metrics(result, tcfg.seed), problem=problem.name)
+    # the totals over the rounds (each round's own are listed under "rounds")
+    metrics["train_steps"] = sum(res.steps for res in results)
+    metrics["train_seconds"] = sum(res.train_seconds for res in results)
     if out_dir is not None:
         write_run_folder(out_dir, posterior, cfg, metrics, result.history, plots, "problem")
     return RunResult(cfg, posterior.model, posterior, problem, result, metrics)
