@@ -42,6 +42,8 @@ def test_new_simulations_lie_in_the_truncated_region() -> None:
 
     def train(r: int, x: torch.Tensor, y: torch.Tensor, clean: torch.Tensor | None) -> Posterior:
         data.append(x)
+        if r > 0:  # only round 1's posterior and round 2's simulations are checked here
+            return posteriors[0]
         post = vinaflow.fit(x, y, steps=400, blocks=6, hidden=32, seed=r, progress=False)
         posteriors.append(post)
         return post
