@@ -5,7 +5,8 @@ Reads only JSON files committed under ``benchmarks/results/`` and writes
 * ``docs/figures/*.png`` (matplotlib, Agg backend), and
 * ``docs/generated/*.md``: markdown tables that the pages include with
   ``pymdownx.snippets`` (``--8<-- "docs/generated/NAME.md"``), built by
-  ``scripts/results_tables.py`` (which also writes the README's benchmark tables),
+  ``scripts/results_tables.py`` (which also writes the README's benchmark tables) and,
+  for the guide "Choosing an objective", by ``docs/scripts/guidance.py``,
 
 so that every number quoted on a case-study page comes from a results file.
 
@@ -38,7 +39,14 @@ PNG_METADATA = {"Software": None}
 
 # The tables (also the README's) are built in one place: scripts/results_tables.py.
 sys.path.insert(0, str(ROOT / "scripts"))
-from results_tables import TABLES, load, ocean_rows, pr_label, study_stat  # noqa: E402
+from results_tables import TABLES as RESULTS_TABLES  # noqa: E402
+from results_tables import load, ocean_rows, pr_label, study_stat  # noqa: E402
+
+# The guide "Choosing an objective": its tables and recommendations (docs/scripts/guidance.py).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from guidance import GUIDANCE_TABLES  # noqa: E402
+
+TABLES = {**RESULTS_TABLES, **GUIDANCE_TABLES}
 
 # -- figures -------------------------------------------------------------------------------
 
