@@ -564,6 +564,29 @@ def speed_table() -> str:
             f"{r['sample_overhead_ratio']:.2f}",
         ],
     ]
+    labels = {"spline": "spline couplings", "cnf": "CNF (flow matching)"}
+    for name, m in s.get("models", {}).items():
+        if name not in labels:
+            continue
+        solve = (
+            f", {m['function_evaluations']} velocity evaluations per solve"
+            if "function_evaluations" in m
+            else ""
+        )
+        rows += [
+            [
+                f"{labels[name]}: training steps/s",
+                f"{m['train_steps_per_s']:.1f}",
+                f"{m['floor_steps_per_s']:.1f}",
+                f"{m['train_overhead_ratio']:.2f}",
+            ],
+            [
+                f"{labels[name]}: samples/s{solve}",
+                f"{m['samples_per_s_inference_mode']:,.0f}",
+                f"{m['floor_samples_per_s']:,.0f}",
+                f"{m['sample_overhead_ratio']:.2f}",
+            ],
+        ]
     compiled_floor = r.get("compiled_floor_steps_per_s")
     if "compiled_train_steps_per_s" in r:
         rows.append(
@@ -579,8 +602,16 @@ def speed_table() -> str:
         f"{st['threads']} threads, medians of {st['repeats']} measurements; ratio = "
         "bare-torch rate / vinaflow rate. The flow is unconditional (no observation, no "
         "summary network), so the sampling row is not a posterior's sampling rate, which "
-        "also conditions every block on the observation.\n\n"
+        "also conditions every block on the observation."
     )
+    if "models" in s:
+        text += (
+            " The spline flow has the same blocks, width and floor (its subnets chained in "
+            "bare torch, so its ratio includes the spline arithmetic); the CNF's floor is its "
+            "velocity MLP on the same inputs, run as many times as the ODE solve evaluated "
+            "it (an untrained field)."
+        )
+    text += "\n\n"
     head = ["", "vinaflow", "bare-torch floor", "ratio"]
     text += table(head, rows)
     if "compiled_train_steps_per_s" in r:
@@ -602,6 +633,78 @@ def speed_table() -> str:
     return text + source_note("peers_speed.json")
 
 
+def scaling_table() -> str:
+    """``benchmarks/scaling.py``: Ray simulation, DDP, precision and streaming memory."""
+    r = load("scaling.json")
+    env = r["environment"]
+    rows = []
+    sim = r.get("simulation")
+    if sim:
+        rows += [
+            [f"ocean simulations/s, {name}", ci(sim[key])]
+            for key, name in (
+                ("local", "local process"),
+                ("ray_1", "Ray, 1 worker"),
+                ("ray_2", "Ray, 2 workers"),
+            )
+        ]
+        rows.append(["Ray 2 workers / 1 worker", ci(sim["ray_2_over_ray_1"])])
+    ddp = r.get("ddp")
+    if ddp:
+        batch = ddp["global_batch"]
+        for k in ("1", "2"):
+            rows.append([f"training steps/s, {k} process(es), global batch {batch}",
+                         ci(ddp["steps_per_second"][k])])  # fmt: skip
+        rows.append(["DDP 2 processes / 1", ci(ddp["two_over_one"])])
+    prec = r.get("precision")
+    if prec:
+        for k in ("fp32", "bf16"):
+            rows.append([f"training steps/s, {k}", ci(prec["steps_per_second"][k])])
+            rows.append([f"validation NLL after {prec['steps']} steps, {k}",
+                         ci(prec["val_nll"][k])])  # fmt: skip
+        rows.append(["bf16 / fp32 steps/s", ci(prec["bf16_over_fp32"])])
+    mem = r.get("memory")
+
+    def mb(summary: dict[str, Any]) -> str:
+        # ru_maxrss counts whole kilobytes: a megabyte is the resolution worth printing.
+        return f"{summary['mean']:,.0f} [{summary['low']:,.0f}, {summary['high']:,.0f}]"
+
+    if mem:
+        peak = mem["peak_rss_mb"]
+        rows += [
+            [f"peak memory MB, {mem['sharded_rows']:,}-row sharded bank, streamed",
+             mb(peak["sharded"])],
+            [f"peak memory MB, {mem['sharded_quarter_rows']:,} rows of it, streamed",
+             mb(peak["sharded_quarter"])],
+            [f"peak memory MB, {mem['npz_rows']:,}-row .npz bank, loaded whole",
+             mb(peak["npz"])],
+        ]  # fmt: skip
+        met = peak["sharded"]["high"] < mem["target_mb"]
+        rows.append(
+            [
+                f"target: streamed peak below {mem['target_mb']:,} MB",
+                "met (upper interval end below it)" if met else "not met",
+            ]
+        )
+    if mem:
+        tr = mem["training"]
+        rows.append(
+            [
+                "memory runs: rows read per run",
+                f"{tr['rows_streamed']:,} ({tr['steps']:,} steps of {tr['batch_size']}; "
+                f"{tr['windows_read']} streaming windows of {tr['shuffle_window']:,} rows)",
+            ]
+        )
+    repeats = sorted({e["repeats"] for k, e in env.items() if isinstance(e, dict)})
+    loads = [e["load_average_at_start"][0] for e in env.values() if isinstance(e, dict)]
+    text = (
+        f"{INTERVAL_NOTE} over {_listing(repeats)} repeated measurements, on "
+        f"{env['cpus']} CPU cores shared with other work (1-minute load average "
+        f"{min(loads):.1f}-{max(loads):.1f} when the sections started); {r['gpu']}.\n\n"
+    )
+    return text + table(["measurement", "value"], rows) + source_note("scaling.json")
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "kinematics": kinematics_table,
     "ocean": ocean_table,
@@ -612,6 +715,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "certificates": certificates_table,
     "peers": peers_table,
     "speed": speed_table,
+    "scaling": scaling_table,
 }
 
 #: The tables the README's Benchmarks section must hold.
@@ -624,6 +728,7 @@ README_TABLES = (
     "precision_recall",
     "certificates",
     "speed",
+    "scaling",
 )
 
 # -- the README ----------------------------------------------------------------------------

@@ -104,8 +104,8 @@ class TrainingConfig:
     shuffle_window: int = 200_000
     #: ``fp32``, or ``bf16``: bfloat16 autocast of the training forward passes (matrix
     #: products in bfloat16, everything stored in float32). Off by default: on this
-    #: project's CPU measurements it was slower (``benchmarks/scaling.py``); it pays on
-    #: GPUs with bfloat16 tensor cores.
+    #: project's CPU measurements it was slower (``benchmarks/scaling.py``). It is meant
+    #: for GPUs with bfloat16 tensor cores, where it has not been measured yet.
     precision: str = "fp32"
     #: Members of a posterior ensemble: ``vinaflow run`` (like ``vinaflow.fit(ensemble=K)``)
     #: trains this many posteriors on the same simulations, member ``k`` with seed
