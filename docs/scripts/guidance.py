@@ -16,34 +16,27 @@ Two intervals are called different only when they are disjoint
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Sequence
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from vinaflow.evaluation.intervals import format_interval, intervals_disjoint, seed_interval
 
+# The README tables' own reader and Markdown writer (scripts/results_tables.py).
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from results_tables import load as _load  # noqa: E402
+from results_tables import table as _table  # noqa: E402
+
 __all__ = ["GUIDANCE_TABLES"]
 
 ROOT = Path(__file__).resolve().parents[2]
-RESULTS = ROOT / "benchmarks" / "results"
 
 INTERVALS = (
     "mean [95% interval] over seeds (Student-t interval of the mean, "
     "`vinaflow.evaluation.intervals.seed_interval`)"
 )
-
-
-def _load(name: str) -> Any:
-    with open(RESULTS / name, encoding="utf-8") as f:
-        return json.load(f)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
 
 
 def _source(*files: str) -> str:
