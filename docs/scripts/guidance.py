@@ -31,7 +31,6 @@ from results_tables import table as _table  # noqa: E402
 
 __all__ = ["GUIDANCE_TABLES"]
 
-ROOT = Path(__file__).resolve().parents[2]
 
 INTERVALS = (
     "mean [95% interval] over seeds (Student-t interval of the mean, "
