@@ -3,32 +3,53 @@
 Run::
 
     pip download sbibm==1.1.0 --no-deps -d ~/.cache/vinaflow/sbibm   # once: reference files
-    pip install -e ".[bench]"                                         # optional: sbi (NPE)
+    pip install -e ".[bench]"                                         # optional: sbi
     python -m benchmarks.peers.run --quick        # budgets 1k, 10k; 12 s per vinaflow method
-    python -m benchmarks.peers.run                # budgets 1k, 10k, 100k
-    python -m benchmarks.peers.run --tasks two_moons --budgets 1000 --methods sbi-npe nll-cinn
+    python -m benchmarks.peers.run                # budgets 1k, 10k, 100k; seeds 0 1 2
+    python -m benchmarks.peers.run --tasks two_moons --budgets 1000 --seeds 0 1 2 \
+        --methods sbi-nsf sbi-fmpe vinaflow-default --resume
 
 For each task (``two_moons``, ``gaussian_linear``, ``gaussian_mixture``,
-``gaussian_linear_uniform``, ``bernoulli_glm``, ``sir``, ``lotka_volterra``) and simulation
-budget, one seeded set of simulations is drawn and given to every method, each method is
-trained on it, and its posterior is sampled at sbibm's 10 observations and scored by C2ST
-against sbibm's 10,000 reference samples (``vinaflow.evaluation.c2st``; its classifier
-schedule differs slightly from sbibm's, see its docstring). Methods:
+``gaussian_linear_uniform``, ``bernoulli_glm``, ``sir``, ``lotka_volterra``), simulation
+budget and seed (``--seeds``, default ``0 1 2``; ``--seed N`` is the same as ``--seeds N``),
+one set of simulations is drawn with :func:`simulations` ``(task, budget, seed)`` and given
+to every method: all methods see the same arrays for a seed. Each method is trained on
+them, and its posterior is sampled at sbibm's first ``--observations`` observations (of 10)
+and scored by C2ST against sbibm's 10,000 reference samples
+(``vinaflow.evaluation.c2st``; its classifier schedule differs slightly from sbibm's, see
+its docstring). A seed's C2ST is the mean over the observations. Methods:
 
-- ``sbi-npe``: sbi's NPE with its default flow and training schedule (if sbi imports);
+- ``sbi-npe``: sbi's NPE with its default flow (MAF) and training schedule;
+- ``sbi-nsf``: sbi's NPE with ``density_estimator="nsf"`` (the configuration sbibm and
+  sbi recommend), otherwise sbi's defaults;
+- ``sbi-fmpe``: sbi's flow-matching posterior estimation (``sbi.inference.FMPE``), its
+  defaults (the sbi methods run only if sbi imports, and stop on their own early-stopping
+  schedule unless ``--sbi-max-epochs`` is given);
+- ``vinaflow-default``: ``vinaflow.fit(x, y)`` with no model or objective options, its
+  own defaults and stopping rule (no time cap unless ``--max-seconds``, no step cap unless
+  ``--steps`` is given);
 - ``inn-mmd``: an Ardizzone-style INN trained with MMD, built from vinaflow's blocks;
-- ``nll-cinn``, ``fdiv-kl``, ``fdiv-js``, ``sinkhorn``: vinaflow's objectives.
+- ``nll-cinn``, ``fdiv-kl``, ``fdiv-js``, ``sinkhorn``: vinaflow's objectives, trained
+  for ``--max-seconds`` (default 240 s, ``--quick`` 12 s) or ``--steps`` (100,000).
 
 vinaflow methods train with ``vinaflow.fit`` on the same arrays (a tenth of the rows, at most
-2,000, for validation, as sbi holds out a tenth).
-Also reported: training seconds, seconds per 10,000 posterior samples, and a posterior
-predictive check of our simulator against each reference (see
-:func:`benchmarks.peers.tasks.posterior_predictive_check`). Prints a table and writes
-``benchmarks/results/peers.json``.
+2,000, for validation; sbi holds out its default tenth).
+Also reported: training seconds of every method, seconds per 10,000 posterior samples, and
+a posterior predictive check of our simulator against each reference (see
+:func:`benchmarks.peers.tasks.posterior_predictive_check`).
+
+Prints one line per cell (task, budget, seed, method) and, at the end, a table per
+(task, budget, method): the mean C2ST over seeds with its 95% Student-t interval
+(:func:`vinaflow.evaluation.intervals.seed_interval`) and the mean training seconds.
+Writes ``benchmarks/results/peers_seeds.json`` (``--out``): ``rows`` (one per cell),
+``summary`` (one per task, budget and method), settings and notes. The file is rewritten
+atomically after every cell; ``--resume`` keeps the cells already in it (rows without an
+error) and runs only the missing ones, refusing a file written with other scoring or
+training settings. ``benchmarks/results/peers.json`` (the single-seed results the README
+tables read) is written by an earlier version of this script and is not touched.
 
 ``--quick``: 12 s of training per vinaflow method (full: 240 s), C2ST on 1,000 samples per
 set (full: 10,000) and, on the 10-D ``gaussian_linear``, on the first 3 observations only.
-sbi always runs its default schedule (early stopping) unless ``--sbi-max-epochs`` is given.
 """
 
 from __future__ import annotations
@@ -37,6 +58,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,7 +71,16 @@ import vinaflow
 from benchmarks.peers.sbibm_reference import TASKS, ReferenceObservation, find_wheel, load_task
 from benchmarks.peers.tasks import make_task, posterior_predictive_check
 
-__all__ = ["METHODS", "VINAFLOW_METHODS", "main", "run_sbi", "run_vinaflow", "simulations"]
+__all__ = [
+    "METHODS",
+    "SBI_METHODS",
+    "VINAFLOW_METHODS",
+    "main",
+    "run_sbi",
+    "run_vinaflow",
+    "simulations",
+    "summarise",
+]
 
 #: ``vinaflow.fit`` arguments of each method (model kind, objective, objective settings).
 VINAFLOW_METHODS: dict[str, dict[str, Any]] = {
@@ -59,7 +90,15 @@ VINAFLOW_METHODS: dict[str, dict[str, Any]] = {
     "fdiv-js": {"model": "inn", "objective": "js"},
     "sinkhorn": {"model": "inn", "objective": "sinkhorn", "blur": 0.05},
 }
-METHODS = ("sbi-npe", *VINAFLOW_METHODS)
+#: sbi methods: the trainer class in ``sbi.inference`` and its constructor arguments.
+SBI_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sbi-npe": ("NPE", {}),
+    "sbi-nsf": ("NPE", {"density_estimator": "nsf"}),
+    "sbi-fmpe": ("FMPE", {}),
+}
+#: ``vinaflow.fit(x, y)`` with no model or objective options: its own defaults and stopping.
+DEFAULT_METHOD = "vinaflow-default"
+METHODS = (*SBI_METHODS, DEFAULT_METHOD, *VINAFLOW_METHODS)
 # Published NPE C2ST per (task, budget), the mean over sbibm's 10 observations. The
 # target compares against the sbi >= 0.23 re-run of sbibm (closest to the sbi installed
 # here): github.com/sbi-benchmark/results, benchmarking_sbi_023/results/re-sbibm_sbi_023.csv
@@ -120,36 +159,41 @@ def run_vinaflow(
     y: np.ndarray,
     obs: np.ndarray,
     n_samples: int,
-    max_seconds: float,
-    steps: int,
+    max_seconds: float | None,
+    steps: int | None,
     seed: int,
 ) -> dict[str, Any]:
-    """Train ``method`` (a key of :data:`VINAFLOW_METHODS`) on ``(x, y)``; sample at ``obs``.
+    """Train ``method`` (``"vinaflow-default"`` or a key of :data:`VINAFLOW_METHODS`) on
+    ``(x, y)``; sample at ``obs``.
 
     ``vinaflow.fit`` with the run config's default model and training settings; its
     validation split matches ``vinaflow run``'s (a tenth of the rows, at most 2,000).
+    ``max_seconds`` and ``steps`` are passed only when not ``None``; ``"vinaflow-default"``
+    gets no model or objective options, so ``fit`` chooses them and its stopping rule.
     """
     n_val = min(max(len(x) // 10, 1), 2000)
+    options: dict[str, Any] = {} if method == DEFAULT_METHOD else dict(VINAFLOW_METHODS[method])
+    if steps is not None:
+        options["steps"] = steps
+    if max_seconds is not None:
+        options["max_seconds"] = max_seconds
     posterior = vinaflow.fit(
-        x,
-        y,
-        **VINAFLOW_METHODS[method],
-        steps=steps,
-        max_seconds=max_seconds,
-        seed=seed,
-        validation_fraction=n_val / len(x),
-        progress=False,
+        x, y, **options, seed=seed, validation_fraction=n_val / len(x), progress=False
     )
 
     def sample(o: np.ndarray, n: int) -> np.ndarray:
         return posterior.sample(torch.as_tensor(o, dtype=torch.float32), n)[0].numpy()
 
     samples, per_10k = _time_sampling(sample, obs, n_samples)
-    return {
-        "train_seconds": float(posterior.train_result.train_seconds),
+    result = posterior.train_result
+    out: dict[str, Any] = {
+        "train_seconds": float(result.train_seconds),
         "sample_seconds_per_10k": per_10k,
         "samples": samples,
     }
+    out["train_steps"] = int(getattr(result, "steps", 0))
+    out["train_stopped"] = str(getattr(result, "stopped", ""))
+    return out
 
 
 class _NullTracker:
@@ -196,24 +240,32 @@ def run_sbi(
     n_samples: int,
     max_epochs: int | None,
     seed: int,
+    method: str = "sbi-npe",
 ) -> dict[str, Any]:
-    """sbi's NPE (default density estimator and training schedule) on the same ``(x, y)``."""
-    from sbi.inference import NPE
-
-    torch.manual_seed(seed)
+    """sbi's ``method`` (a key of :data:`SBI_METHODS`; default training schedule, its own
+    early stopping) on the same ``(x, y)``; sample at ``obs``."""
     import inspect
 
-    npe_kwargs: dict[str, Any] = {"prior": _sbi_prior(task_name), "show_progress_bars": False}
-    if "tracker" in inspect.signature(NPE.__init__).parameters:  # sbi >= 0.26
-        npe_kwargs["tracker"] = _NullTracker()
-    inference = NPE(**npe_kwargs)
+    import sbi.inference
+
+    cls_name, options = SBI_METHODS[method]
+    cls = getattr(sbi.inference, cls_name)
+    torch.manual_seed(seed)
+    kwargs: dict[str, Any] = {
+        "prior": _sbi_prior(task_name),
+        "show_progress_bars": False,
+        **options,
+    }
+    if "tracker" in inspect.signature(cls.__init__).parameters:  # sbi >= 0.26
+        kwargs["tracker"] = _NullTracker()
+    inference = cls(**kwargs)
     t0 = time.perf_counter()
     inference.append_simulations(torch.as_tensor(x), torch.as_tensor(y))
-    kwargs: dict[str, Any] = {"show_train_summary": False}
+    train_kwargs: dict[str, Any] = {"show_train_summary": False}
     if max_epochs is not None:
-        kwargs["max_num_epochs"] = max_epochs
+        train_kwargs["max_num_epochs"] = max_epochs
     with contextlib.redirect_stdout(io.StringIO()):  # sbi prints "converged after N epochs"
-        estimator = inference.train(**kwargs)
+        estimator = inference.train(**train_kwargs)
     train_seconds = time.perf_counter() - t0
     posterior = inference.build_posterior(estimator)
 
@@ -224,7 +276,15 @@ def run_sbi(
         return s.numpy()
 
     samples, per_10k = _time_sampling(sample, obs, n_samples)
-    return {"train_seconds": train_seconds, "sample_seconds_per_10k": per_10k, "samples": samples}
+    out: dict[str, Any] = {
+        "train_seconds": train_seconds,
+        "sample_seconds_per_10k": per_10k,
+        "samples": samples,
+    }
+    epochs = getattr(inference, "_summary", {}).get("epochs_trained")
+    if epochs:
+        out["train_epochs"] = int(epochs[-1])
+    return out
 
 
 def _score(
@@ -265,15 +325,106 @@ def _sbi_available() -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> int:
+#: Settings that change what a cell measures: ``--resume`` refuses a file whose differ.
+CELL_SETTINGS = (
+    "quick",
+    "observations",
+    "c2st_max_samples",
+    "c2st_observations",
+    "vinaflow_max_seconds",
+    "vinaflow_steps",
+    "default_max_seconds",
+    "default_steps",
+    "sbi_max_epochs",
+    "sbibm_wheel",
+)
+NOTES = {
+    "seeds": "each seed draws its own simulations (simulations(task, budget, seed)); every "
+    "method gets the same arrays for that seed",
+    "c2st": "a row's c2st is the mean over the scored observations; summary c2st is the mean "
+    "over seeds with a Student-t interval (ddof=1, vinaflow.evaluation.intervals.seed_interval)",
+    "stopping": "sbi methods (sbi-npe: NPE with MAF, sbi-nsf: NPE with NSF, sbi-fmpe: FMPE) "
+    "stop on their own early-stopping schedule (no time cap; sbi_max_epochs if set); "
+    "vinaflow-default stops on vinaflow.fit's own rule (validation patience, at most 20,000 "
+    "steps) with no time cap unless default_max_seconds is set; the other vinaflow methods "
+    "train for vinaflow_max_seconds or vinaflow_steps",
+    "validation": "vinaflow methods hold out a tenth of the rows (at most 2,000); sbi its "
+    "default tenth",
+}
+
+
+def _cell_key(row: dict[str, Any]) -> tuple[str, int, int, str]:
+    return (str(row["task"]), int(row["budget"]), int(row["seed"]), str(row["method"]))
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    return float(v) if v is not None and math.isfinite(v) else None
+
+
+def summarise(rows: Sequence[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
+    """One entry per (task, budget, method) in ``rows``' order: C2ST and seconds over the
+    seeds that succeeded (mean, ``std`` ddof=1 and Student-t ``level`` interval by
+    :func:`vinaflow.evaluation.intervals.seed_interval`; ``None`` where undefined, as for
+    one seed), with the seeds counted and the failed ones named."""
+    from vinaflow.evaluation.intervals import seed_interval
+
+    out = []
+    for key in dict.fromkeys((r["task"], r["budget"], r["method"]) for r in rows):
+        cell = [r for r in rows if (r["task"], r["budget"], r["method"]) == key]
+        ok = [r for r in cell if "c2st" in r]
+        entry: dict[str, Any] = {"task": key[0], "budget": key[1], "method": key[2]}
+        entry["seeds"] = sorted(int(r["seed"]) for r in ok)
+        entry["failed_seeds"] = sorted(int(r["seed"]) for r in cell if "c2st" not in r)
+        for metric in ("c2st", "train_seconds", "sample_seconds_per_10k", "wall_seconds"):
+            iv = seed_interval([r.get(metric) for r in ok], level=level)
+            entry[metric] = {
+                k: v if k in ("n", "level") else _finite_or_none(v) for k, v in iv.items()
+            }
+        entry["sbibm_npe_c2st"] = SBIBM_NPE_C2ST.get((key[0], key[1]))
+        out.append(entry)
+    return out
+
+
+def _load_resume(path: Path, settings: dict[str, Any]) -> tuple[list[dict[str, Any]], dict]:
+    """Rows (without errors) and posterior predictive checks of an earlier run at ``path``."""
+    if not path.is_file():
+        return [], {}
+    old = json.loads(path.read_text())
+    before = old.get("settings", {})
+    differ = [k for k in CELL_SETTINGS if before.get(k) != settings.get(k)]
+    if differ:
+        raise SystemExit(
+            f"[peers] --resume: {path} was written with other settings ("
+            + ", ".join(f"{k}: {before.get(k)!r} there, {settings.get(k)!r} now" for k in differ)
+            + "); use another --out or the same settings"
+        )
+    rows = [r for r in old.get("rows", []) if "error" not in r]
+    return rows, dict(old.get("posterior_predictive_check", {}))
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="budgets 1k, 10k; short training")
     parser.add_argument("--sbibm-wheel", default=None, help="sbibm wheel file or folder")
     parser.add_argument("--tasks", nargs="*", default=list(TASKS), choices=TASKS)
     parser.add_argument("--methods", nargs="*", default=list(METHODS), choices=METHODS)
     parser.add_argument("--budgets", nargs="*", type=int, default=None)
+    seeds = parser.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", nargs="+", type=int, default=None, help="default: 0 1 2")
+    seeds.add_argument("--seed", type=int, default=None, help="one seed: --seeds SEED")
     parser.add_argument("--observations", type=int, default=10, help="first N of sbibm's 10")
-    parser.add_argument("--max-seconds", type=float, default=None, help="vinaflow training cap")
+    parser.add_argument(
+        "--max-seconds",
+        type=float,
+        default=None,
+        help="vinaflow training cap (default 240 s, --quick 12 s; vinaflow-default: none)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="vinaflow step cap (default 100,000; vinaflow-default: its own rule)",
+    )
     parser.add_argument("--sbi-max-epochs", type=int, default=None)
     parser.add_argument("--c2st-samples", type=int, default=None)
     parser.add_argument(
@@ -283,11 +434,24 @@ def main(argv: list[str] | None = None) -> int:
         help="score only the first N observations (default: all; --quick: 3 on gaussian_linear,"
         " whose 10-D C2ST costs about 10-30 s per observation on 2 cores)",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=str(Path(__file__).parents[1] / "results" / "peers.json"))
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--resume", action="store_true", help="keep the cells already in --out, run the rest"
+    )
+    parser.add_argument(
+        "--out", default=str(Path(__file__).parents[1] / "results" / "peers_seeds.json")
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
     budgets = args.budgets or ([1000, 10000] if args.quick else [1000, 10000, 100000])
+    if args.seeds is not None:
+        seeds = list(dict.fromkeys(args.seeds))
+    else:
+        seeds = [0, 1, 2] if args.seed is None else [args.seed]
     max_seconds = args.max_seconds or (12.0 if args.quick else 240.0)
+    steps = args.steps or 100_000
     sbi_epochs = args.sbi_max_epochs  # default: sbi's own schedule (early stopping)
     n_c2st = args.c2st_samples or (1000 if args.quick else 10000)
     n_samples = 10000
@@ -297,83 +461,155 @@ def main(argv: list[str] | None = None) -> int:
     tune_allocator()
 
     wheel = find_wheel(args.sbibm_wheel)
-    methods = [m for m in args.methods if m != "sbi-npe" or _sbi_available()]
-    if "sbi-npe" in args.methods and "sbi-npe" not in methods:
-        print("[peers] sbi is not importable: skipping sbi-npe (pip install -e '.[bench]')")
-    rows: list[dict[str, Any]] = []
-    ppc: dict[str, list[dict[str, float]]] = {}
+    out_path = Path(args.out)
+    settings: dict[str, Any] = {
+        "quick": args.quick,
+        "tasks": list(args.tasks),
+        "budgets": budgets,
+        "seeds": seeds,
+        "methods": list(args.methods),
+        "observations": args.observations,
+        "vinaflow_max_seconds": max_seconds,
+        "vinaflow_steps": steps,
+        "default_max_seconds": args.max_seconds,
+        "default_steps": args.steps,
+        "sbi_max_epochs": sbi_epochs,
+        "c2st_max_samples": n_c2st,
+        "c2st_observations": args.c2st_observations,
+        "posterior_samples": n_samples,
+        "sbibm_wheel": wheel.name,
+        "threads": torch.get_num_threads(),
+    }
+    rows, ppc = _load_resume(out_path, settings) if args.resume else ([], {})
+    done = {_cell_key(r) for r in rows}
+    if args.resume:
+        print(f"[peers] --resume: {len(done)} cells already in {out_path}")
+
+    sbi_ok = _sbi_available()
+    methods = [m for m in args.methods if m not in SBI_METHODS or sbi_ok]
+    skipped = [m for m in args.methods if m not in methods]
+    if skipped:
+        print(
+            f"[peers] sbi is not importable: skipping {', '.join(skipped)} "
+            "(pip install -e '.[bench]')"
+        )
+    env = _environment()
     for task_name in args.tasks:
         refs = load_task(wheel, task_name)[: args.observations]
         task = make_task(task_name)
-        ppc[task_name] = [posterior_predictive_check(task, r.samples, r.observation) for r in refs]
         obs = np.stack([r.observation for r in refs]).astype(np.float32)
+        n_scored = args.c2st_observations or (3 if args.quick and task.dim_x > 2 else len(refs))
         for budget in budgets:
-            x, y = simulations(task_name, budget, args.seed)
-            for method in methods:
-                t0 = time.perf_counter()
-                try:
-                    if method == "sbi-npe":
-                        res = run_sbi(task_name, x, y, obs, n_samples, sbi_epochs, args.seed)
-                    else:
-                        res = run_vinaflow(
-                            method, x, y, obs, n_samples, max_seconds, 100_000, args.seed
-                        )
-                    n_scored = args.c2st_observations or (
-                        3 if args.quick and task.dim_x > 2 else len(refs)
+            for seed in seeds:
+                todo = [m for m in methods if (task_name, budget, seed, m) not in done]
+                if not todo:
+                    continue
+                if len(ppc.get(task_name, [])) != len(refs):
+                    ppc[task_name] = [
+                        posterior_predictive_check(task, r.samples, r.observation) for r in refs
+                    ]
+                x, y = simulations(task_name, budget, seed)
+                for method in todo:
+                    default = method == DEFAULT_METHOD
+                    row = _run_cell(
+                        task_name,
+                        budget,
+                        seed,
+                        method,
+                        x,
+                        y,
+                        obs,
+                        refs[:n_scored],
+                        n_samples=n_samples,
+                        n_c2st=n_c2st,
+                        sbi_epochs=sbi_epochs,
+                        max_seconds=args.max_seconds if default else max_seconds,
+                        steps=args.steps if default else steps,
                     )
-                    scores = _score(
-                        res.pop("samples")[:n_scored], refs[:n_scored], n_c2st, args.seed
-                    )
-                    row = {
-                        **res,
-                        "c2st": float(np.mean(scores)),
-                        "c2st_per_observation": scores,
-                    }
-                except Exception as err:  # noqa: BLE001 - a failed method is reported
-                    row = {"error": f"{type(err).__name__}: {err}"}
-                row = {
-                    "task": task_name,
-                    "budget": budget,
-                    "method": method,
-                    **row,
-                    "wall_seconds": time.perf_counter() - t0,
-                    "sbibm_npe_c2st": SBIBM_NPE_C2ST.get((task_name, budget)),
-                    "sbibm_paper_npe_c2st": SBIBM_PAPER_NPE_C2ST.get((task_name, budget)),
-                }
-                rows.append(row)
-                _print_row(row)
-    _print_summary(rows)
-    _write(args, rows, ppc, wheel, budgets, max_seconds, sbi_epochs, n_c2st)
+                    rows = [r for r in rows if _cell_key(r) != _cell_key(row)] + [row]
+                    _print_row(row)
+                    _write(out_path, settings, rows, ppc, env)
+    _print_summary(summarise(rows))
+    _write(out_path, settings, rows, ppc, env)
+    print(f"wrote {out_path}")
     return 0
 
 
-def _print_summary(rows: list[dict[str, Any]]) -> None:
-    """One line per (task, budget): C2ST per method, the best vinaflow method vs sbi."""
-    methods = list(dict.fromkeys(r["method"] for r in rows))
+def _run_cell(
+    task_name: str,
+    budget: int,
+    seed: int,
+    method: str,
+    x: np.ndarray,
+    y: np.ndarray,
+    obs: np.ndarray,
+    refs: Sequence[ReferenceObservation],
+    *,
+    n_samples: int,
+    n_c2st: int,
+    sbi_epochs: int | None,
+    max_seconds: float | None,
+    steps: int | None,
+) -> dict[str, Any]:
+    """Train, sample and score one method on one seed's simulations: one result row."""
+    t0 = time.perf_counter()
+    try:
+        if method in SBI_METHODS:
+            res = run_sbi(task_name, x, y, obs, n_samples, sbi_epochs, seed, method=method)
+        else:
+            res = run_vinaflow(method, x, y, obs, n_samples, max_seconds, steps, seed)
+        scores = _score(res.pop("samples")[: len(refs)], refs, n_c2st, seed)
+        row: dict[str, Any] = {
+            **res,
+            "c2st": float(np.mean(scores)),
+            "c2st_per_observation": scores,
+        }
+    except Exception as err:  # noqa: BLE001 - a failed method is reported
+        row = {"error": f"{type(err).__name__}: {err}"}
+    return {
+        "task": task_name,
+        "budget": budget,
+        "seed": seed,
+        "method": method,
+        **row,
+        "wall_seconds": time.perf_counter() - t0,
+        "sbibm_npe_c2st": SBIBM_NPE_C2ST.get((task_name, budget)),
+        "sbibm_paper_npe_c2st": SBIBM_PAPER_NPE_C2ST.get((task_name, budget)),
+    }
+
+
+def _fmt_interval(iv: dict[str, Any], digits: int = 3) -> str:
+    mean, low, high = iv["mean"], iv["low"], iv["high"]
+    if mean is None:
+        return "-"
+    if low is None or high is None:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _print_summary(summary: list[dict[str, Any]]) -> None:
+    """One line per (task, budget, method): C2ST over seeds with its 95% interval."""
     print()
     print(
-        f"{'task':<17} {'budget':>7} "
-        + " ".join(f"{m:>9}" for m in methods)
-        + "  sbibm-NPE  best vinaflow"
+        f"{'task':<17} {'budget':>7} {'method':<17} {'seeds':>5} {'C2ST mean [95% CI]':<24}"
+        f" {'train s':>8} {'wall s':>8}  sbibm-NPE"
     )
-    for key in dict.fromkeys((r["task"], r["budget"]) for r in rows):
-        cells = {r["method"]: r for r in rows if (r["task"], r["budget"]) == key}
-        line = f"{key[0]:<17} {key[1]:>7} "
-        line += " ".join(
-            f"{cells[m]['c2st']:>9.3f}" if "c2st" in cells.get(m, {}) else f"{'-':>9}"
-            for m in methods
+    for e in summary:
+        pub = e["sbibm_npe_c2st"]
+        fails = f"  ({len(e['failed_seeds'])} failed)" if e["failed_seeds"] else ""
+        train, wall = e["train_seconds"]["mean"], e["wall_seconds"]["mean"]
+        print(
+            f"{e['task']:<17} {e['budget']:>7} {e['method']:<17} {e['c2st']['n']:>5}"
+            f" {_fmt_interval(e['c2st']):<24}"
+            f" {'-' if train is None else f'{train:.1f}':>8}"
+            f" {'-' if wall is None else f'{wall:.1f}':>8}"
+            f"  {'-' if pub is None else f'{pub:.3f}'}{fails}",
+            flush=True,
         )
-        pub = SBIBM_NPE_C2ST.get(key)
-        line += f"  {pub:>9.3f}" if pub is not None else f"  {'-':>9}"
-        ours = {m: c["c2st"] for m, c in cells.items() if m != "sbi-npe" and "c2st" in c}
-        if ours:
-            best = min(ours, key=ours.__getitem__)
-            line += f"  {best} {ours[best]:.3f}"
-        print(line)
 
 
 def _print_row(r: dict[str, Any]) -> None:
-    head = f"{r['task']:<17} {r['budget']:>7} {r['method']:<9}"
+    head = f"{r['task']:<17} {r['budget']:>7} seed {r['seed']:<3} {r['method']:<17}"
     if "error" in r:
         print(f"{head} FAILED: {r['error']}", flush=True)
         return
@@ -381,22 +617,13 @@ def _print_row(r: dict[str, Any]) -> None:
     print(
         f"{head} C2ST {r['c2st']:.3f} (sbibm NPE {pub or '-':>4})"
         f"  train {r['train_seconds']:7.1f} s"
-        f"  sample {r['sample_seconds_per_10k']:.3f} s/10k",
+        f"  sample {r['sample_seconds_per_10k']:.3f} s/10k"
+        f"  wall {r['wall_seconds']:7.1f} s",
         flush=True,
     )
 
 
-def _write(
-    args: argparse.Namespace,
-    rows: list[dict[str, Any]],
-    ppc: dict[str, list[dict[str, float]]],
-    wheel: Path,
-    budgets: list[int],
-    max_seconds: float,
-    sbi_epochs: int | None,
-    n_c2st: int,
-) -> None:
-    from vinaflow.atomic import atomic_write_json
+def _environment() -> dict[str, str]:
     from vinaflow.experiments.pipeline import environment
 
     env = environment()
@@ -406,24 +633,28 @@ def _write(
         env["sbi"] = sbi.__version__
     except Exception:  # noqa: BLE001
         env["sbi"] = "not installed"
+    return env
+
+
+def _write(
+    path: Path,
+    settings: dict[str, Any],
+    rows: list[dict[str, Any]],
+    ppc: dict[str, list[dict[str, float]]],
+    env: dict[str, str],
+) -> None:
+    """The whole results file, atomically (a crash leaves the previous complete file)."""
+    from vinaflow.atomic import atomic_write_json
+
     out = {
-        "settings": {
-            "quick": args.quick,
-            "budgets": budgets,
-            "vinaflow_max_seconds": max_seconds,
-            "sbi_max_epochs": sbi_epochs,
-            "c2st_max_samples": n_c2st,
-            "seed": args.seed,
-            "sbibm_wheel": wheel.name,
-            "threads": torch.get_num_threads(),
-        },
+        "settings": settings,
+        "notes": NOTES,
+        "summary": summarise(rows),
         "posterior_predictive_check": ppc,
         "rows": rows,
         "environment": env,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, json.loads(json.dumps(out)))
-    print(f"wrote {args.out}")
+    atomic_write_json(path, json.loads(json.dumps(out)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""``benchmarks.peers.run`` over several seeds: summary intervals and ``--resume``.
+
+A tiny setting (two_moons, 300 simulations, 2 seeds, 2 observations, ``vinaflow-default``
+capped at a few steps, C2ST on 200 samples) against a fake sbibm wheel: no network, no sbi.
+"""
+
+from __future__ import annotations
+
+import bz2
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# ``benchmarks`` is a top-level package of the repository, not of the installed distribution.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.peers import run  # noqa: E402
+
+__all__: list[str] = []
+
+
+def _csv(arr: np.ndarray, prefix: str) -> bytes:
+    head = ",".join(f"{prefix}_{i + 1}" for i in range(arr.shape[1]))
+    rows = "\n".join(",".join(f"{v:.8g}" for v in r) for r in arr)
+    return f"{head}\n{rows}\n".encode()
+
+
+def _two_moons_wheel(tmp_path: Path, n_obs: int = 2) -> Path:
+    """A zip laid out like sbibm's wheel with two_moons observations; the "reference"
+    samples are rough (uniform on the prior box): the test checks bookkeeping, not scores."""
+    rng = np.random.default_rng(0)
+    wheel = tmp_path / "sbibm-0.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("sbibm/__init__.py", "")
+        for k in range(1, n_obs + 1):
+            theta = rng.uniform(-1.0, 1.0, (1, 2))
+            y = theta + rng.normal(0.0, 0.1, (1, 2))
+            samples = rng.uniform(-1.0, 1.0, (500, 2))
+            base = f"sbibm/tasks/two_moons/files/num_observation_{k}/"
+            zf.writestr(base + "observation.csv", _csv(y, "data"))
+            zf.writestr(base + "true_parameters.csv", _csv(theta, "parameter"))
+            zf.writestr(
+                base + "reference_posterior_samples.csv.bz2",
+                bz2.compress(_csv(samples, "parameter")),
+            )
+    return wheel
+
+
+def test_seeds_summary_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    wheel = _two_moons_wheel(tmp_path)
+    out = tmp_path / "peers_seeds.json"
+    calls: list[tuple[str, int]] = []
+    real = run.run_vinaflow
+
+    def counted(method: str, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append((method, args[-1]))
+        return real(method, *args, **kwargs)
+
+    monkeypatch.setattr(run, "run_vinaflow", counted)
+    argv = [
+        "--sbibm-wheel", str(wheel), "--tasks", "two_moons", "--budgets", "300",
+        "--seeds", "0", "1", "--methods", "vinaflow-default", "--steps", "20",
+        "--observations", "2", "--c2st-samples", "200", "--out", str(out),
+    ]  # fmt: skip
+    assert run.main(argv) == 0
+    assert sorted(calls) == [("vinaflow-default", 0), ("vinaflow-default", 1)]
+    first = json.loads(out.read_text())
+    rows = first["rows"]
+    assert [(r["seed"], r["method"]) for r in rows] == [
+        (0, "vinaflow-default"),
+        (1, "vinaflow-default"),
+    ]
+    for r in rows:
+        assert "error" not in r, r
+        assert len(r["c2st_per_observation"]) == 2 and r["train_seconds"] > 0
+        assert r["train_steps"] <= 20
+    (entry,) = first["summary"]
+    key = (entry["task"], entry["budget"], entry["method"])
+    assert key == ("two_moons", 300, "vinaflow-default")
+    assert entry["seeds"] == [0, 1] and entry["c2st"]["n"] == 2
+    c = entry["c2st"]
+    assert c["low"] is not None and c["low"] <= c["mean"] <= c["high"]
+    assert c["mean"] == pytest.approx(np.mean([r["c2st"] for r in rows]))
+    assert "stopping" in first["notes"]
+
+    # The same cells again with --resume: nothing is trained, the rows are kept as they were.
+    calls.clear()
+    assert run.main([*argv, "--resume"]) == 0
+    assert calls == []
+    again = json.loads(out.read_text())
+    assert again["rows"] == rows and again["summary"] == first["summary"]
+
+    # One more seed: only that cell runs.
+    i = argv.index("--seeds")
+    argv3 = [*argv[: i + 1], "0", "1", "2", *argv[i + 3 :], "--resume"]
+    assert run.main(argv3) == 0
+    assert calls == [("vinaflow-default", 2)]
+    third = json.loads(out.read_text())
+    assert third["rows"][:2] == rows and third["summary"][0]["c2st"]["n"] == 3
+
+    # --resume refuses a file written with other scoring settings.
+    with pytest.raises(SystemExit, match="c2st_max_samples"):
+        run.main([*argv[:-4], "--c2st-samples", "300", "--out", str(out), "--resume"])
