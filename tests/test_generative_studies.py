@@ -182,6 +182,10 @@ def test_running_into_a_folder_of_an_earlier_version_is_a_clear_error(tmp_path: 
     assert (out / "results.jsonl").read_text() == before
 
 
+# Opt-in: about a minute on 2 cores. The default suite covers the spawn pool
+# (test_sweep.py::test_cli_sweep_local_pool_and_report, 2 workers) and this study's grid
+# and sweep wiring (the parametrized quick-grid tests above) separately.
+@pytest.mark.slow
 def test_real_study_runs_on_a_process_pool(tmp_path: Path) -> None:
     # The real precision-recall quick grid (NLL + three lambdas) on two worker processes:
     # the spawn pool must import the study, run it and return records the parent writes.

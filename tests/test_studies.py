@@ -97,11 +97,11 @@ def _shrink(sweep, tmp_path) -> None:
 
 def test_prior_regularization_study_end_to_end(tmp_path) -> None:
     study = get_study("prior-regularization")
-    sweep = study.sweep(quick=True, seeds="40..41")
+    sweep = study.sweep(quick=True, seeds="40")
     _shrink(sweep, tmp_path)
     out = tmp_path / "study"
     records = run_sweep(sweep, out, workers=1, progress=False, meta={"study": study.name})
-    assert len(records) == 10 and all(r["status"] == "ok" for r in records)
+    assert len(records) == 5 and all(r["status"] == "ok" for r in records)
     for r in records:
         m = r["metrics"]
         assert m["resim_error"] > 0 and 0.4 <= m["c2st"] <= 1 and m["w1"] > 0
@@ -115,7 +115,7 @@ def test_prior_regularization_study_end_to_end(tmp_path) -> None:
     assert "![arm_posteriors](plots/arm_posteriors.png)" in text
     assert (out / "plots" / "arm_posteriors.png").stat().st_size > 10000
     data = load_study_data(out)
-    assert len(data.groups()) == 5 and len(data.ok) == 10
+    assert len(data.groups()) == 5 and len(data.ok) == 5
 
 
 def test_divergence_figure_from_records(tmp_path) -> None:

@@ -117,9 +117,9 @@ def test_noise_augmentation_prevents_overfitting_a_small_bank() -> None:
     clean = problem.simulate_noise_free(x)
     losses = {}
     for augment in (False, True):
-        model = ConditionalINN(dim_x=2, dim_y=1, blocks=4, hidden=128, seed=0)
+        model = ConditionalINN(dim_x=2, dim_y=1, blocks=4, hidden=64, seed=0)
         model.fit_normalization(x, y)
-        cfg = TrainingConfig(steps=1500, batch_size=150, lr=3e-3, progress=False)
+        cfg = TrainingConfig(steps=500, batch_size=150, lr=3e-3, progress=False)
         train_y = model.y_norm(clean if augment else y)
         std = problem.observation_noise_std / model.y_norm.std if augment else None
         Trainer(cfg).fit(model, NLLObjective(), model.x_norm(x), train_y, y_noise_std=std)
