@@ -44,13 +44,9 @@ from benchmarks.peers.tasks import (  # noqa: E402
     solve_batched,
 )
 
+from sbibm_wheel import csv_bytes, write_wheel  # noqa: E402
+
 __all__: list[str] = []
-
-
-def _csv(arr: np.ndarray, prefix: str) -> bytes:
-    head = ",".join(f"{prefix}_{i + 1}" for i in range(arr.shape[1]))
-    rows = "\n".join(",".join(f"{v:.8g}" for v in r) for r in arr)
-    return f"{head}\n{rows}\n".encode()
 
 
 def _fake_wheel(tmp_path: Path, task: str, n_obs: int = 2, seed: int = 0) -> tuple[Path, dict]:
@@ -58,28 +54,20 @@ def _fake_wheel(tmp_path: Path, task: str, n_obs: int = 2, seed: int = 0) -> tup
     rng = np.random.default_rng(seed)
     gl = GaussianLinearTask()
     content = {}
-    wheel = tmp_path / "sbibm-0.0.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("sbibm/__init__.py", "")
-        for k in range(1, n_obs + 1):
-            theta = rng.normal(0.0, np.sqrt(0.1), (1, 10))
-            y = theta + rng.normal(0.0, np.sqrt(0.1), (1, 10))
-            mean, var = gl.posterior_moments(torch.as_tensor(y[0]))
-            samples = mean.numpy() + np.sqrt(var) * rng.normal(size=(3000, 10))
-            base = f"sbibm/tasks/{task}/files/num_observation_{k}/"
-            zf.writestr(base + "observation.csv", _csv(y, "data"))
-            zf.writestr(base + "true_parameters.csv", _csv(theta, "parameter"))
-            zf.writestr(
-                base + "reference_posterior_samples.csv.bz2",
-                bz2.compress(_csv(samples, "parameter")),
-            )
-            content[k] = (y[0], theta[0], samples)
+    for k in range(1, n_obs + 1):
+        theta = rng.normal(0.0, np.sqrt(0.1), (1, 10))
+        y = theta + rng.normal(0.0, np.sqrt(0.1), (1, 10))
+        mean, var = gl.posterior_moments(torch.as_tensor(y[0]))
+        samples = mean.numpy() + np.sqrt(var) * rng.normal(size=(3000, 10))
+        content[k] = (y[0], theta[0], samples)
+    observations = [(y[None], theta[None], samples) for y, theta, samples in content.values()]
+    wheel = write_wheel(tmp_path / "sbibm-0.0.0-py3-none-any.whl", task, observations)
     return wheel, content
 
 
 def test_read_csv_array_plain_and_bz2() -> None:
     arr = np.array([[1.0, -2.5], [3.25, 4e-3]])
-    data = _csv(arr, "p")
+    data = csv_bytes(arr, "p")
     np.testing.assert_allclose(read_csv_array(data), arr)
     np.testing.assert_allclose(read_csv_array(bz2.compress(data)), arr)
     with pytest.raises(ValueError):

@@ -6,10 +6,8 @@ capped at a few steps, C2ST on 200 samples) against a fake sbibm wheel: no netwo
 
 from __future__ import annotations
 
-import bz2
 import json
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -21,34 +19,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.peers import run  # noqa: E402
 
+from sbibm_wheel import write_wheel  # noqa: E402
+
 __all__: list[str] = []
-
-
-def _csv(arr: np.ndarray, prefix: str) -> bytes:
-    head = ",".join(f"{prefix}_{i + 1}" for i in range(arr.shape[1]))
-    rows = "\n".join(",".join(f"{v:.8g}" for v in r) for r in arr)
-    return f"{head}\n{rows}\n".encode()
 
 
 def _two_moons_wheel(tmp_path: Path, n_obs: int = 2) -> Path:
     """A zip laid out like sbibm's wheel with two_moons observations; the "reference"
     samples are rough (uniform on the prior box): the test checks bookkeeping, not scores."""
     rng = np.random.default_rng(0)
-    wheel = tmp_path / "sbibm-0.0.0-py3-none-any.whl"
-    with zipfile.ZipFile(wheel, "w") as zf:
-        zf.writestr("sbibm/__init__.py", "")
-        for k in range(1, n_obs + 1):
-            theta = rng.uniform(-1.0, 1.0, (1, 2))
-            y = theta + rng.normal(0.0, 0.1, (1, 2))
-            samples = rng.uniform(-1.0, 1.0, (500, 2))
-            base = f"sbibm/tasks/two_moons/files/num_observation_{k}/"
-            zf.writestr(base + "observation.csv", _csv(y, "data"))
-            zf.writestr(base + "true_parameters.csv", _csv(theta, "parameter"))
-            zf.writestr(
-                base + "reference_posterior_samples.csv.bz2",
-                bz2.compress(_csv(samples, "parameter")),
-            )
-    return wheel
+    observations = []
+    for _ in range(n_obs):
+        theta = rng.uniform(-1.0, 1.0, (1, 2))
+        y = theta + rng.normal(0.0, 0.1, (1, 2))
+        observations.append((y, theta, rng.uniform(-1.0, 1.0, (500, 2))))
+    return write_wheel(tmp_path / "sbibm-0.0.0-py3-none-any.whl", "two_moons", observations)
 
 
 def test_seeds_summary_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
