@@ -654,7 +654,7 @@ def _write(
         "rows": rows,
         "environment": env,
     }
-    atomic_write_json(path, json.loads(json.dumps(out)))
+    atomic_write_json(path, out)
 
 
 if __name__ == "__main__":
