@@ -43,6 +43,10 @@ from vinaflow.evaluation.intervals import (
 )
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the benchmarks package: the peers' targets
+
+from benchmarks.peers.targets import C2ST_TARGETS  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 
@@ -547,6 +551,72 @@ def peers_table() -> str:
     return text + source_note("peers.json", "peers_two_moons_nll_240s.json")
 
 
+#: The multi-seed peers comparison's methods, in column order.
+SEED_PEER_METHODS = ("sbi-nsf", "sbi-fmpe", "vinaflow-default")
+DEFAULT_PEER = "vinaflow-default"
+
+
+def peers_seeds_table() -> str:
+    """vinaflow's defaults against sbi's NPE (NSF) and FMPE over seeds, from
+    ``peers_seeds.json``: each seed's simulations are shared by every method."""
+    p = load("peers_seeds.json")
+    cells: dict[tuple[str, int], dict[str, dict[int, dict[str, Any]]]] = {}
+    for r in p["rows"]:
+        if "c2st" in r:
+            by = cells.setdefault((r["task"], r["budget"]), {})
+            by.setdefault(r["method"], {})[int(r["seed"])] = r
+    methods = [m for m in SEED_PEER_METHODS if any(m in by for by in cells.values())]
+    rows, paired = [], []
+    for (task, budget), by in cells.items():
+        row = [task, f"{budget:,}"]
+        for m in methods:
+            seeds = by.get(m, {})
+            if not seeds:
+                row.append("-")
+                continue
+            iv = seed_interval([seeds[k]["c2st"] for k in sorted(seeds)])
+            row.append(f"{ci(iv)} ({len(seeds)})")
+        target = C2ST_TARGETS.get((task, budget))
+        mine = by.get(DEFAULT_PEER, {})
+        if target is None or not mine:
+            row.append("-")
+        else:
+            verdict = target_verdict(seed_interval([r["c2st"] for r in mine.values()]), target)
+            row.append(f"{target:.2f}: {verdict}")
+        rows.append(row)
+        for m in methods:
+            common = sorted(set(mine) & set(by.get(m, {}))) if m != DEFAULT_PEER else []
+            if len(common) >= 2:
+                d = seed_interval([mine[k]["c2st"] - by[m][k]["c2st"] for k in common])
+                word = {"met": "lower", "not met": "higher", "within noise": "within noise"}
+                paired.append(
+                    f"{task} at {budget:,} minus `{m}`: {ci(d)} over seeds "
+                    f"{_listing(common)} ({word[target_verdict(d, 0.0)]})"
+                )
+    s = p["settings"]
+    sbi = p.get("environment", {}).get("sbi")
+    text = (
+        f"C2ST against sbibm's reference posteriors, the mean over its {s['observations']} "
+        f"observations, {s['c2st_max_samples']:,} samples per side; in brackets the number "
+        "of seeds. Each seed draws its own simulations and every method trains on the same "
+        "arrays. `sbi-nsf` is sbi"
+        + (f" {sbi}" if sbi else "")
+        + "'s NPE with a neural spline flow and `sbi-fmpe` its flow-matching estimator, both "
+        "with sbi's defaults and early stopping; `vinaflow-default` is `vinaflow.fit(x, y)` "
+        "with no options, stopping on its own validation rule. "
+        + INTERVAL_NOTE
+        + " over seeds. The target is met when the whole interval is at or below it.\n\n"
+    )
+    head = ["task", "simulations"] + [f"`{m}`" for m in methods] + ["target"]
+    text += table(head, rows)
+    if paired:
+        text += (
+            "\n`vinaflow-default` minus each sbi estimator, paired by seed (same "
+            "simulations): " + "; ".join(paired) + ".\n"
+        )
+    return text + source_note("peers_seeds.json")
+
+
 def speed_table() -> str:
     s = load("peers_speed.json")
     r, st = s["results"], s["settings"]
@@ -714,6 +784,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "gaussian": gaussian_table,
     "certificates": certificates_table,
     "peers": peers_table,
+    "peers_seeds": peers_seeds_table,
     "speed": speed_table,
     "scaling": scaling_table,
 }
@@ -723,6 +794,7 @@ README_TABLES = (
     "ocean",
     "kinematics",
     "peers",
+    "peers_seeds",
     "support_mismatch",
     "heavy_tails",
     "precision_recall",

@@ -171,3 +171,39 @@ def test_speed_table_does_not_call_a_mixed_ratio_overhead(tables, monkeypatch) -
     ratio = 120.0 / real("peers_speed.json")["results"]["compiled_train_steps_per_s"]
     assert row.rstrip().endswith(f"| 120.0 | {ratio:.2f} |")
     assert "not of framework overhead" not in text
+
+
+def test_peers_seeds_table_pairs_by_seed_and_judges_the_interval(tables, monkeypatch) -> None:  # noqa: ANN001
+    """Cells are means over seeds; the paired difference uses only the seeds both methods
+    have; the target is met only when the whole interval is under it."""
+    real = tables.load
+    c2st = {
+        "sbi-nsf": {0: 0.58, 1: 0.57, 2: 0.59},
+        "sbi-fmpe": {0: 0.70, 1: 0.72},
+        "vinaflow-default": {0: 0.520, 1: 0.522, 2: 0.518},
+    }
+
+    def fake(name: str):  # noqa: ANN202
+        data = json.loads(json.dumps(real(name)))
+        if name == "peers_seeds.json":
+            data["rows"] = [
+                {"task": "two_moons", "budget": 10000, "method": m, "seed": k, "c2st": v}
+                for m, by in c2st.items()
+                for k, v in by.items()
+            ] + [{"task": "two_moons", "budget": 10000, "method": "sbi-fmpe", "seed": 2,
+                  "error": "diverged"}]  # fmt: skip
+        return data
+
+    monkeypatch.setattr(tables, "load", fake)
+    text = tables.peers_seeds_table()
+    from vinaflow.evaluation.intervals import seed_interval
+
+    row = next(ln for ln in text.splitlines() if ln.startswith("| two_moons"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2] == tables.ci(seed_interval([0.58, 0.57, 0.59])) + " (3)"
+    assert cells[3].endswith("(2)")  # the failed seed is not counted
+    assert cells[5] == "0.53: met"
+    fmpe = tables.ci(seed_interval([0.520 - 0.70, 0.522 - 0.72]))
+    assert f"minus `sbi-fmpe`: {fmpe} over seeds 0, 1 (lower)" in text
+    c2st["vinaflow-default"] = {0: 0.50, 1: 0.56, 2: 0.53}
+    assert "| 0.53: within noise |" in tables.peers_seeds_table()
