@@ -300,6 +300,7 @@ def test_cli_nproc_refused_with_exit_status_2(tmp_path: Path, capsys) -> None:
 
 
 @needs_two_cores
+@pytest.mark.xdist_group("ray")
 def test_cli_ray_train_backend_matches_one_process(tmp_path: Path, capsys) -> None:
     """``--backend ray``: Ray Train's TorchTrainer forms the process group; the same
     code path trains, so 2 Ray workers reach the parameters of 1 process."""

@@ -184,6 +184,7 @@ def test_streaming_learns_and_supports_noise_augmentation(bank: Path, tmp_path: 
     assert np.mean(hist[-50:]) < np.mean(hist[:50])
 
 
+@pytest.mark.xdist_group("ray")
 def test_ray_backend_writes_the_local_bank(bank: Path, tmp_path: Path) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "ray_bank"

@@ -171,6 +171,7 @@ def test_cli_sweep_local_pool_and_report(base: dict, tmp_path, capsys) -> None:
     assert len(load_results(out)) == 4
 
 
+@pytest.mark.xdist_group("ray")
 def test_unreachable_ray_address(base: dict, tmp_path, capsys) -> None:
     pytest.importorskip("ray")
     with pytest.raises(ConfigError, match="cannot reach a Ray cluster"):
@@ -185,6 +186,7 @@ def test_unreachable_ray_address(base: dict, tmp_path, capsys) -> None:
         run_sweep(Sweep(base, [], [0]), tmp_path / "r", ray_address="x:1", progress=False)
 
 
+@pytest.mark.xdist_group("ray")
 def test_ray_backend_local_instance(base: dict, tmp_path) -> None:
     pytest.importorskip("ray")
     out = tmp_path / "ray"
