@@ -232,13 +232,14 @@ def test_speed_models_measure_their_own_floors() -> None:
     assert rows["sample_overhead_ratio"] == ratio
 
 
-# --- sbibm's gaussian_linear_uniform, bernoulli_glm, sir and lotka_volterra -------------
+# --- sbibm's gaussian_linear_uniform, bernoulli_glm, sir, lotka_volterra and slcp -------
 
 NEW_TASKS = {  # name: (dim_x, dim_y)
     "gaussian_linear_uniform": (10, 10),
     "bernoulli_glm": (10, 10),
     "sir": (2, 10),
     "lotka_volterra": (4, 20),
+    "slcp": (5, 8),  # a development task, held out from the benchmark
 }
 
 

@@ -92,3 +92,20 @@ def test_seeds_summary_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     # --resume refuses a file written with other scoring settings.
     with pytest.raises(SystemExit, match="c2st_max_samples"):
         run.main([*argv[:-4], "--c2st-samples", "300", "--out", str(out), "--resume"])
+
+
+def test_defaults_dev_tasks_are_held_out_and_diffs_are_paired_by_seed() -> None:
+    from benchmarks.peers.defaults_dev import DEV_TASKS, summarise
+    from benchmarks.peers.sbibm_reference import TASKS
+
+    assert DEV_TASKS and not set(DEV_TASKS) & set(TASKS)
+    rows = [
+        {"task": "slcp", "seed": k, "variant": v, "c2st": c, "train_seconds": 1.0}
+        for v, cs in {"a": [0.90, 0.80, 0.85], "b": [0.88, 0.79]}.items()
+        for k, c in enumerate(cs)
+    ]
+    out = {s["variant"]: s for s in summarise(rows, ["a", "b"])}
+    assert out["b"]["seeds"] == [0, 1] and out["a"]["c2st"]["n"] == 3
+    assert out["b"]["minus_a"]["n"] == 2  # only the seeds both variants have
+    assert out["b"]["minus_a"]["mean"] == pytest.approx(-0.015)
+    assert out["a"]["minus_a"]["mean"] == 0.0

@@ -276,3 +276,32 @@ def test_bf16_autocast_trains_close_to_float32() -> None:
     assert not torch.equal(weights["fp32"], weights["bf16"])  # autocast was on
     with pytest.raises(ConfigError, match="training.precision: unknown 'fp16'"):
         TrainingConfig(precision="fp16")
+
+
+def test_plateau_schedule_halves_the_rate_after_validations_without_improvement(
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """``lr_schedule="plateau"``: every ``lr_decay_patience`` validations without a new best
+    the rate is multiplied by ``lr_decay_factor``; the reductions live in checkpoints."""
+    _, x, y = _data(300)
+    # a rate this high never improves on the first validation, so the reductions are due
+    cfg = TrainingConfig(steps=60, batch_size=50, lr=0.3, progress=False, val_every=5,
+                         lr_schedule="plateau", lr_decay_patience=2, lr_decay_factor=0.5,
+                         checkpoint_every=60)  # fmt: skip
+    model = ConditionalINN(dim_x=2, dim_y=1, blocks=1, hidden=8)
+    trainer = Trainer(cfg)
+    trainer.fit(model, NLLObjective(), x, y, x[:60], y[:60], checkpoint=tmp_path / "c.pt")
+    val = trainer.history["val_loss"]
+    # replay the rule on the recorded validation losses
+    best, wait, scale = float("inf"), 0, 1.0
+    for v in val:
+        wait = 0 if v < best else wait + 1
+        best = min(best, v)
+        if wait >= 2:
+            scale, wait = scale * 0.5, 0
+    assert scale < 1 and trainer.plateau_scale == scale
+    assert trainer.opt.param_groups[0]["lr"] == pytest.approx(0.3 * scale)
+    state = torch.load(tmp_path / "c.pt", weights_only=False)
+    assert state["plateau"][0] == scale
+    with pytest.raises(Exception, match="lr_decay_factor"):
+        TrainingConfig(lr_decay_factor=1.5)

@@ -1,5 +1,5 @@
 """sbibm's tasks as vinaflow problems: ``two_moons``, ``gaussian_linear``, ``gaussian_mixture``,
-``gaussian_linear_uniform``, ``bernoulli_glm``, ``sir`` and ``lotka_volterra``.
+``gaussian_linear_uniform``, ``bernoulli_glm``, ``sir``, ``lotka_volterra`` and ``slcp``.
 
 Implemented from the task definitions in sbibm 1.1.0 (``sbibm/tasks/<task>/task.py``,
 Lueckmann et al. 2021, "Benchmarking Simulation-Based Inference"):
@@ -26,6 +26,8 @@ Lueckmann et al. 2021, "Benchmarking Simulation-Based Inference"):
   ``beta, delta ~ LogNormal(-3, 0.5)``; ``x' = alpha x - beta x y``, ``y' = -gamma y + delta x y``
   from ``(30, 1)``; ``log y_k ~ N(log clip(u(t_k), 1e-10, 1e4), 0.1^2)`` for prey then
   predators at ``t_k = 0, 2.1, ..., 18.9``.
+- ``slcp`` (5 parameters, 8 data; a development task, not in the benchmark):
+  :class:`SLCPTask`.
 
 sbibm solves its ODEs with Julia's DifferentialEquations.jl; we use SciPy's ``solve_ivp``
 (:func:`solve_batched`), one system for a chunk of parameter rows. A row whose solve fails
@@ -58,6 +60,7 @@ __all__ = [
     "LotkaVolterraTask",
     "ODETask",
     "SIRTask",
+    "SLCPTask",
     "TwoMoonsTask",
     "make_task",
     "posterior_predictive_check",
@@ -407,6 +410,33 @@ class LotkaVolterraTask(ODETask):
         return torch.exp(log_u + self.noise_scale * eps)
 
 
+class SLCPTask(Problem):
+    """sbibm ``slcp`` (simple likelihood, complex posterior): ``theta ~ U([-3, 3]^5)``;
+    four draws ``y_j ~ N(m, S)`` with ``m = (theta1, theta2)``, ``s1 = theta3^2``,
+    ``s2 = theta4^2``, ``rho = tanh(theta5)``, ``S = [[s1^2, rho s1 s2], [rho s1 s2, s2^2]]
+    + 1e-6 I``, flattened to 8 values. Its posterior has four symmetric modes (the signs of
+    theta3 and theta4). A development task: held out from the peers benchmark's tasks, it
+    is where ``vinaflow.fit``'s defaults are tuned (``benchmarks/peers/defaults_dev.py``)."""
+
+    name = "slcp"
+    dim_x, dim_y = 5, 8
+
+    def __init__(self) -> None:
+        self.param_names = [f"theta{i + 1}" for i in range(5)]
+        self.prior = Independent(Uniform(-3.0 * torch.ones(5), 3.0 * torch.ones(5)), 1)
+
+    def simulate(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        s1, s2, rho = x[:, 2] ** 2, x[:, 3] ** 2, torch.tanh(x[:, 4])
+        cov = torch.empty(len(x), 2, 2, dtype=x.dtype)
+        cov[:, 0, 0] = s1**2 + 1e-6
+        cov[:, 1, 1] = s2**2 + 1e-6
+        cov[:, 0, 1] = cov[:, 1, 0] = rho * s1 * s2
+        chol = torch.linalg.cholesky(cov.double()).to(x.dtype)
+        eps = torch.randn(len(x), 4, 2, 1, generator=generator, dtype=x.dtype)
+        draws = x[:, None, :2] + (chol[:, None] @ eps)[..., 0]
+        return draws.reshape(len(x), 8)
+
+
 _TASKS: dict[str, type[Problem]] = {
     "two_moons": TwoMoonsTask,
     "gaussian_linear": GaussianLinearTask,
@@ -415,6 +445,7 @@ _TASKS: dict[str, type[Problem]] = {
     "bernoulli_glm": BernoulliGLMTask,
     "sir": SIRTask,
     "lotka_volterra": LotkaVolterraTask,
+    "slcp": SLCPTask,
 }
 
 

@@ -28,7 +28,7 @@ from vinaflow.training.streaming import InMemoryBatches, ShardStream
 
 __all__ = ["TrainingConfig", "TrainResult", "Trainer", "LR_SCHEDULES", "progress_total"]
 
-LR_SCHEDULES = ("constant", "cosine", "step")
+LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
 #: Numeric precisions of training (``training.precision``).
 PRECISIONS = ("fp32", "bf16")
 
@@ -68,6 +68,12 @@ class TrainingConfig:
     critic_steps: int | None = None
     lr_schedule: str = "cosine"
     lr_min_factor: float = 0.02
+    #: ``lr_schedule: plateau``: the learning rate is multiplied by ``lr_decay_factor``
+    #: after ``lr_decay_patience`` validations without a new best validation loss (the
+    #: rule of ``torch.optim.lr_scheduler.ReduceLROnPlateau``, kept here so that it
+    #: composes with the divergence retries' rate reduction and lives in checkpoints).
+    lr_decay_patience: int = 4
+    lr_decay_factor: float = 0.5
     weight_decay: float = 0.0
     grad_clip: float | None = 5.0
     val_every: int = 200
@@ -135,6 +141,8 @@ class TrainingConfig:
             "max_retries": self.max_retries >= 0,
             "critic_warmup": self.critic_warmup >= 0,
             "lr_min_factor": 0 <= self.lr_min_factor <= 1,
+            "lr_decay_patience": self.lr_decay_patience >= 1,
+            "lr_decay_factor": 0 < self.lr_decay_factor < 1,
             "shuffle_window": self.shuffle_window >= 1,
             "ensemble": self.ensemble >= 1,
             "rounds": self.rounds >= 1,
@@ -305,6 +313,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "retries": self.retries,
             "lr_scale": self.lr_scale,
+            "plateau": [self.plateau_scale, self.plateau_wait],
             "best": self.best,
             "stopped": self.stopped,
             "config": asdict(self.config),
@@ -327,6 +336,8 @@ class Trainer:
         torch.set_rng_state(state["torch_rng"])
         self.retries = int(state.get("retries", 0))
         self.lr_scale = float(state.get("lr_scale", 1.0))
+        scale, wait = state.get("plateau", (1.0, 0))
+        self.plateau_scale, self.plateau_wait = float(scale), int(wait)
         self.best = state.get("best")
         self.stopped = state.get("stopped")
 
@@ -432,6 +443,8 @@ class Trainer:
             InMemoryBatches(x, y, cfg.batch_size, cfg.seed) if stream is None else stream
         )
         self.step, self.elapsed, self.retries, self.lr_scale = 0, 0.0, 0, 1.0
+        #: ``plateau`` schedule: the current factor and validations since the last best.
+        self.plateau_scale, self.plateau_wait = 1.0, 0
         self.history: dict[str, list[float]] = {}
         self.best: dict[str, Any] | None = None
         #: Why training ended (``None`` while running); in checkpoints so that resuming a
@@ -513,6 +526,7 @@ class Trainer:
                     if x_val is not None and y_val is not None:
                         improved = self._validate(x_val, y_val)
                         no_improve = 0 if improved else no_improve + 1
+                        self._plateau(improved)
                         if cfg.patience is not None and no_improve >= cfg.patience:
                             stopped = "early_stopping"
                             break
@@ -579,7 +593,7 @@ class Trainer:
         progress = self.step / cfg.steps
         if cfg.max_seconds is not None:
             progress = max(progress, elapsed / cfg.max_seconds)
-        factor = _schedule_factor(cfg, progress) * self.lr_scale
+        factor = _schedule_factor(cfg, progress) * self.lr_scale * self.plateau_scale
         for opt, base in ((self.opt, self.lr), (self.critic_opt, self.critic_lr)):
             if opt is not None:
                 for group in opt.param_groups:
@@ -795,6 +809,14 @@ class Trainer:
                 count += xb.shape[0]
             self.model.train(was)
         return total / count
+
+    def _plateau(self, improved: bool) -> None:
+        if self.config.lr_schedule != "plateau":
+            return
+        self.plateau_wait = 0 if improved else self.plateau_wait + 1
+        if self.plateau_wait >= self.config.lr_decay_patience:
+            self.plateau_scale *= self.config.lr_decay_factor
+            self.plateau_wait = 0
 
     def _validate(self, x_val: Tensor, y_val: Tensor) -> bool:
         val = self._val_loss(x_val, y_val)

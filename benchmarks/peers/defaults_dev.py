@@ -1,0 +1,156 @@
+"""Development study of ``vinaflow.fit``'s defaults, on sbibm tasks held out from the
+peers benchmark.
+
+The peers benchmark (:mod:`benchmarks.peers.run`) reports vinaflow's defaults on its
+tasks; choosing those defaults by their scores there would tune on the reported
+instances. Candidate settings are compared here instead, on :data:`DEV_TASKS` (tasks of
+sbibm that the peers benchmark does not run), with the same simulations, scoring (C2ST
+against sbibm's reference samples) and seeds machinery::
+
+    python -m benchmarks.peers.defaults_dev --variants constant small ensemble3 --seeds 0 1
+
+Each variant is a set of ``vinaflow.fit`` options on top of no options at all
+(:data:`VARIANTS`); every variant of a seed trains on the same simulations. The results
+file (``benchmarks/results/defaults_dev.json``) is rewritten atomically after every cell,
+and ``--resume`` keeps the cells it holds; the summary is the mean C2ST over seeds with a
+95% interval and the difference to the first variant paired by seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+import vinaflow
+from benchmarks.peers.run import _environment, _score, simulations
+from benchmarks.peers.sbibm_reference import TASKS, find_wheel, load_task
+from benchmarks.peers.tasks import make_task, posterior_predictive_check
+from vinaflow.atomic import atomic_write_json
+from vinaflow.evaluation.intervals import format_interval, seed_interval
+
+#: Tasks for tuning the defaults: sbibm tasks outside the peers benchmark's ``TASKS``.
+DEV_TASKS = ("slcp",)
+assert not set(DEV_TASKS) & set(TASKS), "development tasks must be held out"
+
+#: ``vinaflow.fit`` options per variant (the first is the baseline of the paired diffs).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "constant": {"lr_schedule": "constant"},
+    "plateau": {"lr_schedule": "plateau"},
+    # half the width of the default cINN's subnets and embedding
+    "small": {"lr_schedule": "constant", "hidden": 64, "embedding_hidden": 64},
+    # a mixture of three independently trained default members
+    "ensemble3": {"lr_schedule": "constant", "ensemble": 3},
+}
+
+OUT = Path(__file__).resolve().parents[1] / "results" / "defaults_dev.json"
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="*", default=list(DEV_TASKS), choices=DEV_TASKS)
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--budget", type=int, default=10_000)
+    p.add_argument("--observations", type=int, default=5, help="sbibm observations scored")
+    p.add_argument("--c2st-samples", type=int, default=5_000)
+    p.add_argument("--sbibm-wheel", default=None)
+    p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--resume", action="store_true")
+    return p.parse_args(argv)
+
+
+def summarise(rows: list[dict[str, Any]], variants: list[str]) -> list[dict[str, Any]]:
+    """Per (task, variant): C2ST over seeds, and minus the first variant, paired by seed."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        by = {v: {r["seed"]: r for r in rows if r["task"] == task and r["variant"] == v}
+              for v in variants}  # fmt: skip
+        base = by[variants[0]]
+        for v in variants:
+            mine = by[v]
+            common = sorted(set(mine) & set(base))
+            out.append({
+                "task": task,
+                "variant": v,
+                "seeds": sorted(mine),
+                "c2st": seed_interval([mine[k]["c2st"] for k in sorted(mine)]),
+                "train_seconds": seed_interval([mine[k]["train_seconds"] for k in sorted(mine)]),
+                f"minus_{variants[0]}": seed_interval(
+                    [mine[k]["c2st"] - base[k]["c2st"] for k in common]
+                ),
+            })  # fmt: skip
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    torch.set_num_threads(1)
+    settings = {k: v for k, v in vars(args).items() if k not in ("out", "resume", "sbibm_wheel")}
+    rows: list[dict[str, Any]] = []
+    if args.resume and args.out.is_file():
+        old = json.loads(args.out.read_text())
+        keep = ("budget", "observations", "c2st_samples")
+        if any(old["settings"].get(k) != settings[k] for k in keep):
+            raise SystemExit(f"--resume: {args.out} was written with other {', '.join(keep)}")
+        rows = old["rows"]
+    done = {(r["task"], r["seed"], r["variant"]) for r in rows}
+    wheel = find_wheel(args.sbibm_wheel)
+    env = _environment()
+    ppc: dict[str, list[dict[str, float]]] = {}
+    for task in args.tasks:
+        refs = load_task(wheel, task)[: args.observations]
+        problem = make_task(task)
+        # the simulator agrees with sbibm's reference posteriors (as in the peers run)
+        ppc[task] = [posterior_predictive_check(problem, r.samples, r.observation) for r in refs]
+        obs = np.stack([r.observation for r in refs]).astype(np.float32)
+        for seed in args.seeds:
+            x, y = simulations(task, args.budget, seed)
+            for v in args.variants:
+                if (task, seed, v) in done:
+                    continue
+                t0 = time.perf_counter()
+                post = vinaflow.fit(
+                    x, y, seed=seed, validation_fraction=min(0.1, 2000 / len(x)),
+                    progress=False, **VARIANTS[v],
+                )  # fmt: skip
+                samples = [
+                    post.sample(torch.as_tensor(o), args.c2st_samples, seed=seed + i)[0]
+                    .numpy()
+                    .astype(np.float64)
+                    for i, o in enumerate(obs)
+                ]
+                scores = _score(samples, refs, args.c2st_samples, seed)
+                res = post.train_result
+                rows.append({
+                    "task": task, "seed": seed, "variant": v, "options": VARIANTS[v],
+                    "c2st": float(np.mean(scores)), "c2st_per_observation": scores,
+                    "train_seconds": float(res.train_seconds), "train_steps": int(res.steps),
+                    "stopped": str(res.stopped), "wall_seconds": time.perf_counter() - t0,
+                })  # fmt: skip
+                r = rows[-1]
+                print(
+                    f"{task:8s} seed {seed} {v:10s} C2ST {r['c2st']:.3f}  steps "
+                    f"{r['train_steps']:6d} ({r['stopped']})  train {r['train_seconds']:.0f} s",
+                    flush=True,
+                )
+                atomic_write_json(args.out, {
+                    "settings": settings, "variants": VARIANTS,
+                    "summary": summarise(rows, args.variants),
+                    "posterior_predictive_check": ppc, "rows": rows, "environment": env,
+                })  # fmt: skip
+    for s in summarise(rows, args.variants):
+        print(
+            f"{s['task']:8s} {s['variant']:10s} C2ST {format_interval(s['c2st'])}  minus "
+            f"{args.variants[0]}: {format_interval(s[f'minus_{args.variants[0]}'])}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
