@@ -117,7 +117,7 @@ def test_task_shapes_and_reproducibility(name: str, dim: int) -> None:
     assert y1.shape == (50, dim)
     torch.testing.assert_close(y1, y2)
     with pytest.raises(KeyError):
-        make_task("slcp")
+        make_task("no_such_task")
 
 
 def test_two_moons_geometry() -> None:

@@ -126,12 +126,19 @@ def main(argv: list[str] | None = None) -> int:
                     for i, o in enumerate(obs)
                 ]
                 scores = _score(samples, refs, args.c2st_samples, seed)
-                res = post.train_result
+                # an ensemble's history is the list of its members' histories
+                res = (
+                    post.train_result
+                    if isinstance(post.train_result, list)
+                    else [post.train_result]
+                )
                 rows.append({
                     "task": task, "seed": seed, "variant": v, "options": VARIANTS[v],
                     "c2st": float(np.mean(scores)), "c2st_per_observation": scores,
-                    "train_seconds": float(res.train_seconds), "train_steps": int(res.steps),
-                    "stopped": str(res.stopped), "wall_seconds": time.perf_counter() - t0,
+                    "train_seconds": float(sum(m.train_seconds for m in res)),
+                    "train_steps": int(sum(m.steps for m in res)),
+                    "stopped": ", ".join(str(m.stopped) for m in res),
+                    "wall_seconds": time.perf_counter() - t0,
                 })  # fmt: skip
                 r = rows[-1]
                 print(
