@@ -617,6 +617,67 @@ def peers_seeds_table() -> str:
     return text + source_note("peers_seeds.json")
 
 
+def peers_classifiers_table() -> str:
+    """The same posterior samples scored by vinaflow's C2ST classifier and by sbibm's own
+    (``peers_classifiers.json``, ``benchmarks.peers.run --sbibm-classifier``)."""
+    p = load("peers_classifiers.json")
+    rows = []
+    for e in p["summary"]:
+        if "c2st_sbibm" not in e:
+            continue
+        # the run stores an undefined interval end (one seed) as None
+        d = {k: math.nan if v is None else v for k, v in e["c2st_sbibm_minus_c2st"].items()}
+        word = {"met": "sbibm's lower", "not met": "sbibm's higher"}
+        pub = e.get("sbibm_npe_c2st")
+        rows.append([
+            e["task"], f"{e['budget']:,}", f"`{e['method']}`", str(e["c2st"]["n"]),
+            ci(e["c2st"]), ci(e["c2st_sbibm"]), ci(d),
+            word.get(target_verdict(d, 0.0), "within noise"),
+            "-" if pub is None else f"{pub:.3f}",
+        ])  # fmt: skip
+    s = p["settings"]
+    text = (
+        "Each posterior's sample sets scored twice: by `vinaflow.evaluation.c2st` (the "
+        "peers tables' classifier) and by sbibm's own `sbibm.metrics.c2st`, run unchanged "
+        "from the sbibm wheel (the classifier behind the published NPE numbers), on the same "
+        f"{s['c2st_max_samples']:,} samples per side and seeds, mean over "
+        f"{s['observations']} observations; {INTERVAL_NOTE} over seeds, the difference "
+        "paired by seed.\n\n"
+    )
+    head = ["task", "simulations", "method", "seeds", "vinaflow's classifier",
+            "sbibm's classifier", "sbibm's minus vinaflow's", "verdict",
+            "published NPE"]  # fmt: skip
+    return text + table(head, rows) + source_note("peers_classifiers.json")
+
+
+def defaults_dev_table() -> str:
+    """Candidate defaults of ``vinaflow.fit`` on the held-out development task(s), from
+    ``defaults_dev.json`` (``benchmarks.peers.defaults_dev``)."""
+    p = load("defaults_dev.json")
+    base = p["settings"]["variants"][0]
+    rows = []
+    for e in p["summary"]:
+        d = e[f"minus_{base}"]
+        options = ", ".join(f"{k}={v}" for k, v in p["variants"][e["variant"]].items())
+        verdict = "-" if e["variant"] == base else target_verdict(d, 0.0)
+        word = {"met": "better", "not met": "worse"}.get(verdict, verdict)
+        rows.append([
+            e["task"], f"`{e['variant']}`", f"`{options}`", _listing(e["seeds"]),
+            ci(e["c2st"]), "-" if e["variant"] == base else ci(d), word,
+            f"{e['train_seconds']['mean']:.0f}",
+        ])  # fmt: skip
+    s = p["settings"]
+    text = (
+        f"C2ST against sbibm's reference posteriors at {s['budget']:,} simulations, the mean "
+        f"over the first {s['observations']} observations ({s['c2st_samples']:,} samples "
+        f"each); {INTERVAL_NOTE} over seeds, and the difference to `{base}` paired by seed "
+        "(every variant of a seed trains on the same simulations).\n\n"
+    )
+    head = ["task", "variant", "`vinaflow.fit` options", "seeds", "C2ST",
+            f"minus `{base}`", "verdict", "train s (mean)"]  # fmt: skip
+    return text + table(head, rows) + source_note("defaults_dev.json")
+
+
 def speed_table() -> str:
     s = load("peers_speed.json")
     r, st = s["results"], s["settings"]
@@ -785,6 +846,8 @@ TABLES: dict[str, Callable[[], str]] = {
     "certificates": certificates_table,
     "peers": peers_table,
     "peers_seeds": peers_seeds_table,
+    "peers_classifiers": peers_classifiers_table,
+    "defaults_dev": defaults_dev_table,
     "speed": speed_table,
     "scaling": scaling_table,
 }

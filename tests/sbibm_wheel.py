@@ -18,11 +18,17 @@ def csv_bytes(arr: np.ndarray, prefix: str) -> bytes:
 
 
 def write_wheel(
-    wheel: Path, task: str, observations: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]]
+    wheel: Path,
+    task: str,
+    observations: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    extra: dict[str, str] | None = None,
 ) -> Path:
-    """Write ``(y, theta, reference_samples)`` per observation (numbered from 1) of ``task``."""
+    """Write ``(y, theta, reference_samples)`` per observation (numbered from 1) of ``task``,
+    and the ``extra`` members (path in the wheel -> text)."""
     with zipfile.ZipFile(wheel, "w") as zf:
         zf.writestr("sbibm/__init__.py", "")
+        for name, text in (extra or {}).items():
+            zf.writestr(name, text)
         for k, (y, theta, samples) in enumerate(observations, start=1):
             base = f"sbibm/tasks/{task}/files/num_observation_{k}/"
             zf.writestr(base + "observation.csv", csv_bytes(y, "data"))

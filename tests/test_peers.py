@@ -403,3 +403,24 @@ def test_true_parameter_check_catches_wrong_noise_scales(sbibm_wheel: Path) -> N
     refs = load_task(sbibm_wheel, "lotka_volterra")
     p = _true_parameter_pvalues(_LotkaVolterraDoubleNoise(), refs)
     assert p.mean() > 0.95, p  # measured: 0.997
+
+
+def test_sbibm_classifier_from_the_wheel(sbibm_wheel: Path) -> None:
+    """sbibm's own ``c2st``, run unchanged from the wheel: chance on one distribution, near
+    1 on two far apart, and within a few hundredths of vinaflow's classifier on a shift."""
+    from benchmarks.peers.sbibm_c2st import sbibm_c2st
+
+    from vinaflow.evaluation import c2st
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(1000, 2)), rng.normal(size=(1000, 2))
+    assert abs(sbibm_c2st(sbibm_wheel, a, b, seed=0, max_samples=1000) - 0.5) < 0.05
+    far = b + np.array([6.0, 0.0])
+    assert sbibm_c2st(sbibm_wheel, a, far, seed=0, max_samples=1000) > 0.98
+    shifted = b + np.array([1.0, 0.0])
+    theirs = sbibm_c2st(sbibm_wheel, a, shifted, seed=0, max_samples=1000)
+    ours = c2st(a, shifted, seed=0, max_samples=1000)
+    assert 0.6 < theirs < 0.8 and abs(theirs - ours) < 0.04
+    nan = shifted.copy()
+    nan[0, 0] = np.nan
+    assert sbibm_c2st(sbibm_wheel, a, nan, seed=0, max_samples=1000) == 1.0

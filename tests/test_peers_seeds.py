@@ -24,6 +24,15 @@ from sbibm_wheel import write_wheel  # noqa: E402
 __all__: list[str] = []
 
 
+#: A stand-in for ``sbibm/metrics/c2st.py`` whose score tells which samples and seed it
+#: got: 0.5 + seed / 100 + the mean of the second set's first coordinate / 1000.
+FAKE_SBIBM_C2ST = """
+import torch
+def c2st(X, Y, seed=1, n_folds=5):
+    return torch.tensor([0.5 + seed / 100 + float(Y[:, 0].mean()) / 1000])
+"""
+
+
 def _two_moons_wheel(tmp_path: Path, n_obs: int = 2) -> Path:
     """A zip laid out like sbibm's wheel with two_moons observations; the "reference"
     samples are rough (uniform on the prior box): the test checks bookkeeping, not scores."""
@@ -33,7 +42,12 @@ def _two_moons_wheel(tmp_path: Path, n_obs: int = 2) -> Path:
         theta = rng.uniform(-1.0, 1.0, (1, 2))
         y = theta + rng.normal(0.0, 0.1, (1, 2))
         observations.append((y, theta, rng.uniform(-1.0, 1.0, (500, 2))))
-    return write_wheel(tmp_path / "sbibm-0.0.0-py3-none-any.whl", "two_moons", observations)
+    return write_wheel(
+        tmp_path / "sbibm-0.0.0-py3-none-any.whl",
+        "two_moons",
+        observations,
+        extra={"sbibm/metrics/c2st.py": FAKE_SBIBM_C2ST},
+    )
 
 
 def test_seeds_summary_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,3 +123,50 @@ def test_defaults_dev_tasks_are_held_out_and_diffs_are_paired_by_seed() -> None:
     assert out["b"]["minus_a"]["n"] == 2  # only the seeds both variants have
     assert out["b"]["minus_a"]["mean"] == pytest.approx(-0.015)
     assert out["a"]["minus_a"]["mean"] == 0.0
+
+
+def test_sbibm_classifier_scores_the_same_samples(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--sbibm-classifier`` hands every sample set, with its seed, to the wheel's own
+    ``c2st`` too; the summary pairs the two classifiers by seed; ``--resume`` refuses to mix
+    rows scored with and without it, and takes a file written before the option existed."""
+    torch.set_num_threads(1)
+    wheel = _two_moons_wheel(tmp_path)
+    out = tmp_path / "peers_seeds.json"
+    seen: list[np.ndarray] = []
+    real_score = run._score
+
+    def recording(samples, refs, max_samples, seed):  # type: ignore[no-untyped-def]
+        seen.extend(samples)
+        return real_score(samples, refs, max_samples, seed)
+
+    monkeypatch.setattr(run, "_score", recording)
+    argv = [
+        "--sbibm-wheel", str(wheel), "--tasks", "two_moons", "--budgets", "300",
+        "--seeds", "0", "1", "--methods", "vinaflow-default", "--steps", "20",
+        "--observations", "2", "--c2st-samples", "200", "--out", str(out),
+    ]  # fmt: skip
+    assert run.main([*argv, "--sbibm-classifier"]) == 0
+    data = json.loads(out.read_text())
+    assert data["settings"]["sbibm_classifier"] is True
+    rows = data["rows"]
+    for k, r in enumerate(rows):
+        expected = [
+            0.5 + (r["seed"] + i) / 100 + float(s[:200, 0].astype(np.float32).mean()) / 1000
+            for i, s in enumerate(seen[2 * k : 2 * k + 2])
+        ]
+        np.testing.assert_allclose(r["c2st_sbibm_per_observation"], expected, rtol=1e-5)
+        assert r["c2st_sbibm"] == pytest.approx(np.mean(expected), rel=1e-5)
+    (entry,) = data["summary"]
+    diffs = [r["c2st_sbibm"] - r["c2st"] for r in rows]
+    assert entry["c2st_sbibm"]["mean"] == pytest.approx(np.mean([r["c2st_sbibm"] for r in rows]))
+    assert entry["c2st_sbibm_minus_c2st"]["mean"] == pytest.approx(np.mean(diffs))
+    assert entry["c2st_sbibm_minus_c2st"]["n"] == 2
+
+    with pytest.raises(SystemExit, match="sbibm_classifier"):
+        run.main([*argv, "--resume"])
+    # a file from before the option: read as scored without sbibm's classifier
+    del data["settings"]["sbibm_classifier"]
+    out.write_text(json.dumps(data))
+    assert run.main([*argv, "--resume"]) == 0

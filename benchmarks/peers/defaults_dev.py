@@ -46,6 +46,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "small": {"lr_schedule": "constant", "hidden": 64, "embedding_hidden": 64},
     # a mixture of three independently trained default members
     "ensemble3": {"lr_schedule": "constant", "ensemble": 3},
+    # rational-quadratic spline couplings (the flow of sbi's NSF) instead of affine ones
+    "spline": {"lr_schedule": "constant", "arch": "spline"},
+    "spline_small": {
+        "lr_schedule": "constant",
+        "arch": "spline",
+        "hidden": 64,
+        "embedding_hidden": 64,
+    },
 }
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "defaults_dev.json"
@@ -86,6 +94,23 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> list[dict[str,
                 ),
             })  # fmt: skip
     return out
+
+
+def _present(rows: list[dict[str, Any]]) -> list[str]:
+    """The variants the rows hold, in :data:`VARIANTS` order (its first is the baseline)."""
+    held = {r["variant"] for r in rows}
+    return [v for v in VARIANTS if v in held]
+
+
+def _settings(settings: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """This call's settings, with tasks, variants and seeds those of all rows held
+    (a ``--resume`` run may add a few cells to an earlier, larger run)."""
+    return {
+        **settings,
+        "tasks": list(dict.fromkeys(r["task"] for r in rows)),
+        "variants": _present(rows),
+        "seeds": sorted({r["seed"] for r in rows}),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,14 +172,15 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 atomic_write_json(args.out, {
-                    "settings": settings, "variants": VARIANTS,
-                    "summary": summarise(rows, args.variants),
+                    "settings": _settings(settings, rows), "variants": VARIANTS,
+                    "summary": summarise(rows, _present(rows)),
                     "posterior_predictive_check": ppc, "rows": rows, "environment": env,
                 })  # fmt: skip
-    for s in summarise(rows, args.variants):
+    present = _present(rows)
+    for s in summarise(rows, present):
         print(
-            f"{s['task']:8s} {s['variant']:10s} C2ST {format_interval(s['c2st'])}  minus "
-            f"{args.variants[0]}: {format_interval(s[f'minus_{args.variants[0]}'])}"
+            f"{s['task']:8s} {s['variant']:12s} C2ST {format_interval(s['c2st'])}  minus "
+            f"{present[0]}: {format_interval(s[f'minus_{present[0]}'])}"
         )
     return 0
 

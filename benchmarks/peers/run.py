@@ -17,7 +17,10 @@ to every method: all methods see the same arrays for a seed. Each method is trai
 them, and its posterior is sampled at sbibm's first ``--observations`` observations (of 10)
 and scored by C2ST against sbibm's 10,000 reference samples
 (``vinaflow.evaluation.c2st``; its classifier schedule differs slightly from sbibm's, see
-its docstring). A seed's C2ST is the mean over the observations. Methods:
+its docstring). With ``--sbibm-classifier`` the same sample sets are also scored by sbibm's
+own classifier (:mod:`benchmarks.peers.sbibm_c2st`; ``c2st_sbibm`` in rows and summary,
+with ``c2st_sbibm_minus_c2st`` paired by seed), the classifier behind the published
+numbers. A seed's C2ST is the mean over the observations. Methods:
 
 - ``sbi-npe``: sbi's NPE with its default flow (MAF) and training schedule;
 - ``sbi-nsf``: sbi's NPE with ``density_estimator="nsf"`` (the configuration sbibm and
@@ -301,6 +304,22 @@ def _score(
     ]
 
 
+def _score_sbibm(
+    wheel: Path,
+    samples: list[np.ndarray],
+    refs: Sequence[ReferenceObservation],
+    max_samples: int,
+    seed: int,
+) -> list[float]:
+    """:func:`_score` with sbibm's own classifier (same samples, same seeds)."""
+    from benchmarks.peers.sbibm_c2st import sbibm_c2st
+
+    return [
+        sbibm_c2st(wheel, r.samples, s, seed=seed + i, max_samples=max_samples)
+        for i, (r, s) in enumerate(zip(refs, samples, strict=True))
+    ]
+
+
 def score_posterior(
     posterior: Any, refs: Sequence[ReferenceObservation], n: int, seed: int
 ) -> tuple[list[float], float]:
@@ -337,7 +356,10 @@ CELL_SETTINGS = (
     "default_steps",
     "sbi_max_epochs",
     "sbibm_wheel",
+    "sbibm_classifier",
 )
+#: The value of a cell setting in a file written before that setting existed.
+CELL_SETTING_DEFAULTS: dict[str, Any] = {"sbibm_classifier": False}
 NOTES = {
     "seeds": "each seed draws its own simulations (simulations(task, budget, seed)); every "
     "method gets the same arrays for that seed",
@@ -361,6 +383,11 @@ def _finite_or_none(v: float | None) -> float | None:
     return float(v) if v is not None and math.isfinite(v) else None
 
 
+def _clean(iv: dict[str, Any]) -> dict[str, Any]:
+    """An interval with undefined (non-finite) entries as ``None``."""
+    return {k: v if k in ("n", "level") else _finite_or_none(v) for k, v in iv.items()}
+
+
 def summarise(rows: Sequence[dict[str, Any]], level: float = 0.95) -> list[dict[str, Any]]:
     """One entry per (task, budget, method) in ``rows``' order: C2ST and seconds over the
     seeds that succeeded (mean, ``std`` ddof=1 and Student-t ``level`` interval by
@@ -375,11 +402,17 @@ def summarise(rows: Sequence[dict[str, Any]], level: float = 0.95) -> list[dict[
         entry: dict[str, Any] = {"task": key[0], "budget": key[1], "method": key[2]}
         entry["seeds"] = sorted(int(r["seed"]) for r in ok)
         entry["failed_seeds"] = sorted(int(r["seed"]) for r in cell if "c2st" not in r)
-        for metric in ("c2st", "train_seconds", "sample_seconds_per_10k", "wall_seconds"):
-            iv = seed_interval([r.get(metric) for r in ok], level=level)
-            entry[metric] = {
-                k: v if k in ("n", "level") else _finite_or_none(v) for k, v in iv.items()
-            }
+        metrics = ["c2st", "train_seconds", "sample_seconds_per_10k", "wall_seconds"]
+        both = [r for r in ok if "c2st_sbibm" in r]
+        if both:
+            metrics.append("c2st_sbibm")
+        for metric in metrics:
+            entry[metric] = _clean(seed_interval([r.get(metric) for r in ok], level=level))
+        if both:
+            # sbibm's classifier minus vinaflow's on the same samples, paired by seed
+            entry["c2st_sbibm_minus_c2st"] = _clean(
+                seed_interval([r["c2st_sbibm"] - r["c2st"] for r in both], level=level)
+            )
         entry["sbibm_npe_c2st"] = SBIBM_NPE_C2ST.get((key[0], key[1]))
         out.append(entry)
     return out
@@ -391,6 +424,7 @@ def _load_resume(path: Path, settings: dict[str, Any]) -> tuple[list[dict[str, A
         return [], {}
     old = json.loads(path.read_text())
     before = old.get("settings", {})
+    before = {**CELL_SETTING_DEFAULTS, **before}
     differ = [k for k in CELL_SETTINGS if before.get(k) != settings.get(k)]
     if differ:
         raise SystemExit(
@@ -433,6 +467,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="score only the first N observations (default: all; --quick: 3 on gaussian_linear,"
         " whose 10-D C2ST costs about 10-30 s per observation on 2 cores)",
+    )
+    parser.add_argument(
+        "--sbibm-classifier",
+        action="store_true",
+        help="also score every sample set with sbibm's own C2ST classifier (c2st_sbibm)",
     )
     parser.add_argument(
         "--resume", action="store_true", help="keep the cells already in --out, run the rest"
@@ -478,6 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         "c2st_observations": args.c2st_observations,
         "posterior_samples": n_samples,
         "sbibm_wheel": wheel.name,
+        "sbibm_classifier": args.sbibm_classifier,
         "threads": torch.get_num_threads(),
     }
     rows, ppc = _load_resume(out_path, settings) if args.resume else ([], {})
@@ -525,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
                         sbi_epochs=sbi_epochs,
                         max_seconds=args.max_seconds if default else max_seconds,
                         steps=args.steps if default else steps,
+                        sbibm_wheel=wheel if args.sbibm_classifier else None,
                     )
                     rows = [r for r in rows if _cell_key(r) != _cell_key(row)] + [row]
                     _print_row(row)
@@ -550,20 +591,27 @@ def _run_cell(
     sbi_epochs: int | None,
     max_seconds: float | None,
     steps: int | None,
+    sbibm_wheel: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, sample and score one method on one seed's simulations: one result row."""
+    """Train, sample and score one method on one seed's simulations: one result row
+    (scored by sbibm's classifier too, on the same samples, when ``sbibm_wheel`` is given)."""
     t0 = time.perf_counter()
     try:
         if method in SBI_METHODS:
             res = run_sbi(task_name, x, y, obs, n_samples, sbi_epochs, seed, method=method)
         else:
             res = run_vinaflow(method, x, y, obs, n_samples, max_seconds, steps, seed)
-        scores = _score(res.pop("samples")[: len(refs)], refs, n_c2st, seed)
+        samples = res.pop("samples")[: len(refs)]
+        scores = _score(samples, refs, n_c2st, seed)
         row: dict[str, Any] = {
             **res,
             "c2st": float(np.mean(scores)),
             "c2st_per_observation": scores,
         }
+        if sbibm_wheel is not None:
+            theirs = _score_sbibm(sbibm_wheel, samples, refs, n_c2st, seed)
+            row["c2st_sbibm"] = float(np.mean(theirs))
+            row["c2st_sbibm_per_observation"] = theirs
     except Exception as err:  # noqa: BLE001 - a failed method is reported
         row = {"error": f"{type(err).__name__}: {err}"}
     return {
@@ -606,6 +654,13 @@ def _print_summary(summary: list[dict[str, Any]]) -> None:
             f"  {'-' if pub is None else f'{pub:.3f}'}{fails}",
             flush=True,
         )
+        if "c2st_sbibm" in e:
+            print(
+                f"{'':<17} {'':>7} {'  sbibm classifier':<17} {e['c2st_sbibm']['n']:>5}"
+                f" {_fmt_interval(e['c2st_sbibm']):<24}  minus vinaflow's: "
+                f"{_fmt_interval(e['c2st_sbibm_minus_c2st'])}",
+                flush=True,
+            )
 
 
 def _print_row(r: dict[str, Any]) -> None:
@@ -614,8 +669,9 @@ def _print_row(r: dict[str, Any]) -> None:
         print(f"{head} FAILED: {r['error']}", flush=True)
         return
     pub = "" if r["sbibm_npe_c2st"] is None else f"{r['sbibm_npe_c2st']:.2f}"
+    theirs = f" / sbibm's classifier {r['c2st_sbibm']:.3f}" if "c2st_sbibm" in r else ""
     print(
-        f"{head} C2ST {r['c2st']:.3f} (sbibm NPE {pub or '-':>4})"
+        f"{head} C2ST {r['c2st']:.3f}{theirs} (sbibm NPE {pub or '-':>4})"
         f"  train {r['train_seconds']:7.1f} s"
         f"  sample {r['sample_seconds_per_10k']:.3f} s/10k"
         f"  wall {r['wall_seconds']:7.1f} s",
