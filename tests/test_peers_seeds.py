@@ -50,6 +50,15 @@ def _two_moons_wheel(tmp_path: Path, n_obs: int = 2) -> Path:
     )
 
 
+def _tiny_argv(wheel: Path, out: Path) -> list[str]:
+    """The tiny setting: two_moons, 300 simulations, seeds 0 1, 20 steps, 200 C2ST samples."""
+    return [
+        "--sbibm-wheel", str(wheel), "--tasks", "two_moons", "--budgets", "300",
+        "--seeds", "0", "1", "--methods", "vinaflow-default", "--steps", "20",
+        "--observations", "2", "--c2st-samples", "200", "--out", str(out),
+    ]  # fmt: skip
+
+
 def test_seeds_summary_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     torch.set_num_threads(1)
     wheel = _two_moons_wheel(tmp_path)
@@ -62,11 +71,7 @@ def test_seeds_summary_and_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         return real(method, *args, **kwargs)
 
     monkeypatch.setattr(run, "run_vinaflow", counted)
-    argv = [
-        "--sbibm-wheel", str(wheel), "--tasks", "two_moons", "--budgets", "300",
-        "--seeds", "0", "1", "--methods", "vinaflow-default", "--steps", "20",
-        "--observations", "2", "--c2st-samples", "200", "--out", str(out),
-    ]  # fmt: skip
+    argv = _tiny_argv(wheel, out)
     assert run.main(argv) == 0
     assert sorted(calls) == [("vinaflow-default", 0), ("vinaflow-default", 1)]
     first = json.loads(out.read_text())
@@ -142,11 +147,7 @@ def test_sbibm_classifier_scores_the_same_samples(
         return real_score(samples, refs, max_samples, seed)
 
     monkeypatch.setattr(run, "_score", recording)
-    argv = [
-        "--sbibm-wheel", str(wheel), "--tasks", "two_moons", "--budgets", "300",
-        "--seeds", "0", "1", "--methods", "vinaflow-default", "--steps", "20",
-        "--observations", "2", "--c2st-samples", "200", "--out", str(out),
-    ]  # fmt: skip
+    argv = _tiny_argv(wheel, out)
     assert run.main([*argv, "--sbibm-classifier"]) == 0
     data = json.loads(out.read_text())
     assert data["settings"]["sbibm_classifier"] is True
