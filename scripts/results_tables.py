@@ -15,6 +15,10 @@ Run from the repository root::
     python scripts/results_tables.py            # rewrite the README's generated blocks
     python scripts/results_tables.py --check    # exit 1 if the README disagrees with the JSON
 
+Writing also records every table's cells as data in ``benchmarks/results/tables.json``
+(the derived numbers, such as interval ends, beside their sources); ``--check`` fails
+when that file is stale.
+
 ``--check`` fails when a generated block differs from what the JSON gives now (it prints
 the differing lines), when a block names no table, when a table of the README's
 results is missing, and, in the Benchmarks section outside the generated blocks and
@@ -49,14 +53,19 @@ from benchmarks.peers.targets import C2ST_TARGETS  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+#: Every generated table's cells as data: the derived numbers (means, interval ends,
+#: verdicts) of the README and the docs beside the results files they come from.
+TABLES_JSON = RESULTS / "tables.json"
 
 __all__ = [
     "README_TABLES",
     "TABLES",
+    "TABLES_JSON",
     "check_readme",
     "load",
     "main",
     "render_readme",
+    "tables_record",
 ]
 
 
@@ -552,7 +561,7 @@ def peers_table() -> str:
 
 
 #: The multi-seed peers comparison's methods, in column order.
-SEED_PEER_METHODS = ("sbi-nsf", "sbi-fmpe", "vinaflow-default")
+SEED_PEER_METHODS = ("sbi-nsf", "sbi-fmpe", "vinaflow-affine", "vinaflow-default")
 DEFAULT_PEER = "vinaflow-default"
 
 
@@ -603,7 +612,9 @@ def peers_seeds_table() -> str:
         + (f" {sbi}" if sbi else "")
         + "'s NPE with a neural spline flow and `sbi-fmpe` its flow-matching estimator, both "
         "with sbi's defaults and early stopping; `vinaflow-default` is `vinaflow.fit(x, y)` "
-        "with no options, stopping on its own validation rule. "
+        "with no options (spline couplings), stopping on its own validation rule, and "
+        '`vinaflow-affine` the same with `arch="coupling"` (affine couplings, the default '
+        "before splines). "
         + INTERVAL_NOTE
         + " over seeds. The target is met when the whole interval is at or below it.\n\n"
     )
@@ -611,7 +622,7 @@ def peers_seeds_table() -> str:
     text += table(head, rows)
     if paired:
         text += (
-            "\n`vinaflow-default` minus each sbi estimator, paired by seed (same "
+            "\n`vinaflow-default` minus each other method, paired by seed (same "
             "simulations): " + "; ".join(paired) + ".\n"
         )
     return text + source_note("peers_seeds.json")
@@ -866,6 +877,37 @@ README_TABLES = (
     "scaling",
 )
 
+# -- the tables as data --------------------------------------------------------------------
+
+SOURCE = re.compile(r"`benchmarks/results/([\w.-]+)`")
+
+
+def tables_record() -> dict[str, Any]:
+    """Every table of :data:`TABLES` as data: its results files and, per markdown table in
+    its text, the header and rows of cells, exactly as rendered."""
+    out: dict[str, Any] = {}
+    for name, make in TABLES.items():
+        text = make()
+        grids: list[dict[str, Any]] = []
+        rows: list[list[str]] = []
+        for line in [*text.splitlines(), ""]:
+            if line.startswith("|"):
+                rows.append([c.strip() for c in line.strip().strip("|").split("|")])
+            elif rows:
+                grids.append({"header": rows[0], "rows": rows[2:]})  # rows[1]: the rule
+                rows = []
+        out[name] = {"sources": sorted(set(SOURCE.findall(text))), "tables": grids}
+    return {
+        "generated_by": "scripts/results_tables.py",
+        "note": "derived from the sources; rewritten with the README's generated blocks",
+        "tables": out,
+    }
+
+
+def _tables_json() -> str:
+    return json.dumps(tables_record(), indent=1, ensure_ascii=False) + "\n"
+
+
 # -- the README ----------------------------------------------------------------------------
 
 BLOCK = re.compile(
@@ -945,6 +987,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     text = args.readme.read_text(encoding="utf-8")
     if args.check:
         problems = check_readme(text)
+        if not TABLES_JSON.is_file() or TABLES_JSON.read_text(encoding="utf-8") != _tables_json():
+            problems.append(f"{TABLES_JSON.relative_to(ROOT)} is stale or missing")
         if problems:
             print(f"{args.readme}: benchmark numbers not generated from benchmarks/results/:")
             for p in problems:
@@ -956,7 +1000,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     new = render_readme(text)
     if new != text:
         args.readme.write_text(new, encoding="utf-8")
-    print(f"{args.readme}: generated blocks rewritten")
+    TABLES_JSON.write_text(_tables_json(), encoding="utf-8")
+    print(f"{args.readme}: generated blocks rewritten; {TABLES_JSON.relative_to(ROOT)} written")
     problems = check_readme(new)
     for p in problems:
         print("  " + p)

@@ -78,6 +78,38 @@ def test_unknown_or_missing_block_fails(readme_copy: Path) -> None:
     assert "'nope': no table of that name" in res.stdout and "'speed' is missing" in res.stdout
 
 
+def test_tables_json_holds_the_rendered_cells(tables) -> None:  # noqa: ANN001
+    record = tables.tables_record()["tables"]
+    assert set(record) == set(tables.TABLES)
+    kin = record["kinematics"]
+    assert kin["sources"] == ["kinematics.json"]
+    grid = kin["tables"][0]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for row in grid["rows"]:
+        assert len(row) == len(grid["header"])
+        assert "| " + " | ".join(row) + " |" in readme
+    # an interval end the README shows is in the record, as the cell it is part of
+    rows = json.loads((ROOT / "benchmarks/results/kinematics.json").read_text())["rows"]
+    r = rows[0]
+    cell = tables.ci(
+        tables.summary_interval(
+            r["resim_error"], r["resim_error_std_over_obs"], r["num_observations"]
+        )
+    )
+    assert any(cell in r for r in grid["rows"])
+
+
+def test_stale_tables_json_fails(tables, readme_copy: Path, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    stale = tmp_path / "tables.json"
+    stale.write_text("{}\n", encoding="utf-8")
+    monkeypatch.setattr(tables, "TABLES_JSON", stale)
+    monkeypatch.setattr(tables, "ROOT", tmp_path)
+    assert tables.main(["--check", "--readme", str(readme_copy)]) == 1
+    assert tables.main(["--readme", str(readme_copy)]) == 0
+    assert json.loads(stale.read_text())["tables"]["kinematics"]["sources"] == ["kinematics.json"]
+    assert tables.main(["--check", "--readme", str(readme_copy)]) == 0
+
+
 # --- intervals and verdicts in the generated tables ------------------------------------
 
 

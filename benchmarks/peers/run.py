@@ -31,6 +31,8 @@ numbers. A seed's C2ST is the mean over the observations. Methods:
 - ``vinaflow-default``: ``vinaflow.fit(x, y)`` with no model or objective options, its
   own defaults and stopping rule (no time cap unless ``--max-seconds``, no step cap unless
   ``--steps`` is given);
+- ``vinaflow-affine``: the same with ``arch="coupling"`` (affine couplings, ``fit``'s
+  default before rational-quadratic splines);
 - ``inn-mmd``: an Ardizzone-style INN trained with MMD, built from vinaflow's blocks;
 - ``nll-cinn``, ``fdiv-kl``, ``fdiv-js``, ``sinkhorn``: vinaflow's objectives, trained
   for ``--max-seconds`` (default 240 s, ``--quick`` 12 s) or ``--steps`` (100,000).
@@ -75,6 +77,7 @@ from benchmarks.peers.sbibm_reference import TASKS, ReferenceObservation, find_w
 from benchmarks.peers.tasks import make_task, posterior_predictive_check
 
 __all__ = [
+    "DEFAULT_RULE_METHODS",
     "METHODS",
     "SBI_METHODS",
     "VINAFLOW_METHODS",
@@ -101,7 +104,14 @@ SBI_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: ``vinaflow.fit(x, y)`` with no model or objective options: its own defaults and stopping.
 DEFAULT_METHOD = "vinaflow-default"
-METHODS = (*SBI_METHODS, DEFAULT_METHOD, *VINAFLOW_METHODS)
+#: Methods on ``fit``'s own stopping rule (no time or step cap unless asked): the default
+#: and its options. ``vinaflow-affine`` is the default with affine couplings, ``fit``'s
+#: default architecture before spline couplings.
+DEFAULT_RULE_METHODS: dict[str, dict[str, Any]] = {
+    DEFAULT_METHOD: {},
+    "vinaflow-affine": {"arch": "coupling"},
+}
+METHODS = (*SBI_METHODS, *DEFAULT_RULE_METHODS, *VINAFLOW_METHODS)
 # Published NPE C2ST per (task, budget), the mean over sbibm's 10 observations. The
 # target compares against the sbi >= 0.23 re-run of sbibm (closest to the sbi installed
 # here): github.com/sbi-benchmark/results, benchmarking_sbi_023/results/re-sbibm_sbi_023.csv
@@ -166,8 +176,8 @@ def run_vinaflow(
     steps: int | None,
     seed: int,
 ) -> dict[str, Any]:
-    """Train ``method`` (``"vinaflow-default"`` or a key of :data:`VINAFLOW_METHODS`) on
-    ``(x, y)``; sample at ``obs``.
+    """Train ``method`` (a key of :data:`DEFAULT_RULE_METHODS` or :data:`VINAFLOW_METHODS`)
+    on ``(x, y)``; sample at ``obs``.
 
     ``vinaflow.fit`` with the run config's default model and training settings; its
     validation split matches ``vinaflow run``'s (a tenth of the rows, at most 2,000).
@@ -175,7 +185,8 @@ def run_vinaflow(
     gets no model or objective options, so ``fit`` chooses them and its stopping rule.
     """
     n_val = min(max(len(x) // 10, 1), 2000)
-    options: dict[str, Any] = {} if method == DEFAULT_METHOD else dict(VINAFLOW_METHODS[method])
+    table = DEFAULT_RULE_METHODS if method in DEFAULT_RULE_METHODS else VINAFLOW_METHODS
+    options = dict(table[method])
     if steps is not None:
         options["steps"] = steps
     if max_seconds is not None:
@@ -367,9 +378,12 @@ NOTES = {
     "over seeds with a Student-t interval (ddof=1, vinaflow.evaluation.intervals.seed_interval)",
     "stopping": "sbi methods (sbi-npe: NPE with MAF, sbi-nsf: NPE with NSF, sbi-fmpe: FMPE) "
     "stop on their own early-stopping schedule (no time cap; sbi_max_epochs if set); "
-    "vinaflow-default stops on vinaflow.fit's own rule (validation patience, at most 20,000 "
-    "steps) with no time cap unless default_max_seconds is set; the other vinaflow methods "
-    "train for vinaflow_max_seconds or vinaflow_steps",
+    "vinaflow-default and vinaflow-affine stop on vinaflow.fit's own rule (validation "
+    "patience, at most 20,000 steps) with no time cap unless default_max_seconds is set; "
+    "the other vinaflow methods train for vinaflow_max_seconds or vinaflow_steps",
+    "affine": "vinaflow-affine is vinaflow.fit(x, y, arch='coupling'); its rows written before "
+    "spline couplings became fit's default architecture were run as vinaflow-default (the same "
+    "call then)",
     "validation": "vinaflow methods hold out a tenth of the rows (at most 2,000); sbi its "
     "default tenth",
 }
@@ -550,7 +564,7 @@ def main(argv: list[str] | None = None) -> int:
                     ]
                 x, y = simulations(task_name, budget, seed)
                 for method in todo:
-                    default = method == DEFAULT_METHOD
+                    default = method in DEFAULT_RULE_METHODS
                     row = _run_cell(
                         task_name,
                         budget,
