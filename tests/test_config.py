@@ -16,6 +16,7 @@ from vinaflow.config import (
     OBJECTIVE_KEYS,
     TRAINING_TYPES,
     apply_overrides,
+    default_arch,
     load_config,
     resolve_config,
 )
@@ -44,6 +45,32 @@ def test_defaults_resolve() -> None:
     cfg = resolve_config(None)
     assert cfg["problem"]["name"] == "gaussian-linear"
     assert cfg["objective"]["name"] == "nll"
+
+
+def test_default_architecture_follows_kind_objective_and_settings() -> None:
+    def arch(model: dict | None = None, objective: dict | None = None) -> str | None:
+        raw = {"model": model or {}, "objective": objective or {}}
+        return resolve_config(raw)["model"].get("arch")
+
+    # the measured default: a maximum-likelihood cinn gets splines ...
+    assert arch() == "spline"
+    assert arch({"kind": "cinn", "hidden": 64, "bins": 4}) == "spline"
+    # ... unless the config names an architecture or sets an affine-only option
+    assert arch({"arch": "coupling"}) == "coupling"
+    assert arch({"clamp": 1.5}) == "coupling"
+    assert arch({"clamp_activation": "tanh"}) == "coupling"
+    # other objectives and kinds were not measured with splines: affine couplings
+    assert arch(objective={"name": "fdiv", "divergence": "kl"}) == "coupling"
+    hybrid = {"name": "nll", "terms": [{"name": "fdiv", "divergence": "kl", "weight": 0.5}]}
+    assert arch(objective=hybrid) == "coupling"
+    assert arch({"kind": "inn"}, {"name": "nll"}) == "coupling"
+    assert arch({"kind": "cnf"}) is None  # no invertible blocks, no architecture
+    # the built model is what the config names
+    cfg = resolve_config(None)["model"]
+    assert default_arch(cfg, {"name": "nll"}) == "spline"
+    net = ConditionalINN(dim_x=2, dim_y=1, **{k: v for k, v in cfg.items() if k != "kind"})
+    kinds = {type(m).__name__ for m in net.modules()}
+    assert "SplineCoupling" in kinds and "AffineCoupling" not in kinds
 
 
 def test_overrides_parse_yaml_values() -> None:

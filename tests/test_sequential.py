@@ -73,7 +73,9 @@ def test_sequential_posterior_is_narrower_where_the_prior_is_wide() -> None:
     # theirs inside the truncated region. Measured on seeds 0-3 (observations 100-103):
     # the posterior std over the exact one fell from 1.26/1.28/1.31/1.26 (one round) to
     # 1.19/1.15/1.12/1.18 (two rounds); a no-op truncation would train the second round
-    # on 300 prior simulations like the first.
+    # on 300 prior simulations like the first. Affine couplings, the model those numbers
+    # were measured with: under fit's spline default seed 0 went from 1.10 to 1.21, the
+    # one-round posterior already narrower than affine's and the second round not helping.
     y_o = _observation(100)
     exact = WIDE.reference_posterior(y_o, 4000, torch.Generator().manual_seed(1)).std(0)
     ratios = []
@@ -86,6 +88,7 @@ def test_sequential_posterior_is_narrower_where_the_prior_is_wide() -> None:
             steps=600,
             blocks=6,
             hidden=32,
+            arch="coupling",
             seed=0,
             progress=False,
         )
