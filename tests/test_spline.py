@@ -83,6 +83,28 @@ def test_roundtrip_float64_far_from_identity() -> None:
     )
 
 
+def test_spline_matches_zukos_transform() -> None:
+    """Our spline repeats zuko's parameterisation (with another softmax) and adds a one-pass
+    inverse; both must agree with zuko's own transform, knots, values and log-derivatives."""
+    from zuko.transforms import MonotonicRQSTransform
+
+    from vinaflow.blocks.spline import _RQS, MIN_SLOPE
+
+    raw = 2 * torch.randn(3, BATCH, 4, 23, dtype=torch.float64)
+    widths, heights, derivatives = raw.split((8, 8, 7), dim=-1)
+    ours = _RQS(widths, heights, derivatives, bound=4.0, slope=MIN_SLOPE)
+    zuko = MonotonicRQSTransform(widths, heights, derivatives, bound=4.0, slope=MIN_SLOPE)
+    torch.testing.assert_close(ours.horizontal, zuko.horizontal, atol=1e-12, rtol=0)
+    torch.testing.assert_close(ours.vertical, zuko.vertical, atol=1e-12, rtol=0)
+    x = 3 * torch.randn(3, BATCH, 4, dtype=torch.float64)  # some beyond the bound
+    y, ladj = zuko.call_and_ladj(x)
+    x_back, ladj_inv = ours.inv_and_ladj(y)
+    torch.testing.assert_close(x_back, zuko.inv(y), atol=1e-10, rtol=0)
+    torch.testing.assert_close(x_back, x, atol=1e-8, rtol=0)
+    torch.testing.assert_close(ladj_inv, -ladj, atol=1e-8, rtol=0)
+    assert ladj.abs().max() > 1, "the splines are far from the identity"
+
+
 def test_identity_at_init_and_outside_the_bound() -> None:
     block = SplineCoupling(4, 2, hidden=16, bound=3.0)
     x, c = torch.randn(8, 4), torch.randn(8, 2)

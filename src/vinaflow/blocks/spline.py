@@ -20,11 +20,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from numbers import Integral
 from typing import ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from zuko.transforms import MonotonicRQSTransform
 
@@ -37,6 +39,62 @@ __all__ = ["SplineCoupling"]
 #: Minimum slope of every spline (zuko's default): keeps the map and its inverse
 #: Lipschitz, so no knot derivative collapses to 0 or diverges during training.
 MIN_SLOPE = 1e-3
+
+
+def _softmax_last(t: Tensor) -> Tensor:
+    """``softmax(t, -1)``, taken over a transposed view.
+
+    On torch 2.13's CPU build, softmax over a contiguous last dimension as
+    short as a spline's bins (8) runs 4-5x slower than the same softmax over a
+    non-innermost dimension: 1.1 ms against 0.24 ms for a ``(512, 8, 8)`` tensor on one
+    thread, and it was the largest single cost of a spline flow's training step.
+    """
+    return torch.softmax(t.transpose(-1, -2), dim=-2).transpose(-1, -2)
+
+
+class _RQS(MonotonicRQSTransform):
+    """zuko's rational-quadratic spline, with a faster softmax and a one-pass inverse.
+
+    ``__init__`` repeats zuko 1.6's parameterisation line for line (the same bounded
+    widths, heights and derivatives), changing only the softmax (see
+    :func:`_softmax_last`). :meth:`inv_and_ladj` returns ``g^-1(y)`` and
+    ``log (g^-1)'(y)`` from one bin search: a monotonic spline maps bin ``k`` of its knots
+    onto bin ``k`` of its values, so the inverse's bin gives the forward derivative too.
+    """
+
+    def __init__(
+        self, widths: Tensor, heights: Tensor, derivatives: Tensor, bound: float, slope: float
+    ) -> None:
+        # Skip MonotonicRQSTransform.__init__ (its softmax is the slow one), keep Transform's.
+        super(MonotonicRQSTransform, self).__init__()
+        log_slope = math.log(slope)
+        widths = widths / (1 + abs(2 * widths / log_slope))
+        heights = heights / (1 + abs(2 * heights / log_slope))
+        derivatives = derivatives / (1 + abs(derivatives / log_slope))
+        widths = F.pad(_softmax_last(widths), (1, 0), value=0)
+        heights = F.pad(_softmax_last(heights), (1, 0), value=0)
+        derivatives = F.pad(derivatives, (1, 1), value=0)
+        self.horizontal = bound * (2 * torch.cumsum(widths, dim=-1) - 1)
+        self.vertical = bound * (2 * torch.cumsum(heights, dim=-1) - 1)
+        self.derivatives = torch.exp(derivatives)
+
+    def inv_and_ladj(self, y: Tensor) -> tuple[Tensor, Tensor]:
+        """``(g^-1(y), log (g^-1)'(y))`` elementwise; the identity outside the bound."""
+        k = self.searchsorted(self.vertical, y) - 1
+        mask, x0, x1, y0, y1, d0, d1, s = self.bin(k)
+        y_ = mask * (y - y0)
+        a = (y1 - y0) * (s - d0) + y_ * (d0 + d1 - 2 * s)
+        b = (y1 - y0) * d0 - y_ * (d0 + d1 - 2 * s)
+        c = -s * y_
+        z = 2 * c / (-b - (b**2 - 4 * a * c).sqrt())
+        x = x0 + z * (x1 - x0)
+        # g'(x) at the same z (Durkan et al. 2019, eq. 5), so log (g^-1)'(y) = -log g'(x)
+        jacobian = (
+            s**2
+            * (2 * s * z * (1 - z) + d0 * (1 - z) ** 2 + d1 * z**2)
+            / (s + (d0 + d1 - 2 * s) * z * (1 - z)) ** 2
+        )
+        return torch.where(mask, x, y), -(mask * jacobian.log())
 
 
 class SplineCoupling(InvertibleBlock):
@@ -127,13 +185,11 @@ class SplineCoupling(InvertibleBlock):
         else:
             self.raw = nn.Parameter(torch.zeros(1, per_coord))
 
-    def _spline(self, raw: Tensor, width: int) -> MonotonicRQSTransform:
+    def _spline(self, raw: Tensor, width: int) -> _RQS:
         """The elementwise spline of ``width`` coordinates from raw parameters ``(batch, .)``."""
         raw = raw.reshape(raw.shape[0], width, 3 * self.bins - 1)
         widths, heights, derivatives = raw.split((self.bins, self.bins, self.bins - 1), dim=-1)
-        return MonotonicRQSTransform(
-            widths, heights, derivatives, bound=self.bound, slope=MIN_SLOPE
-        )
+        return _RQS(widths, heights, derivatives, bound=self.bound, slope=MIN_SLOPE)
 
     def _couple(
         self, net: nn.Module, given: Tensor, target: Tensor, c: Tensor | None, rev: bool
@@ -143,15 +199,10 @@ class SplineCoupling(InvertibleBlock):
         return self._transform(self._spline(raw, target.shape[1]), target, rev)
 
     @staticmethod
-    def _transform(spline: MonotonicRQSTransform, h: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
+    def _transform(spline: _RQS, h: Tensor, rev: bool) -> tuple[Tensor, Tensor]:
         """``(g(h), log g'(h))`` or ``(g^-1(h), log (g^-1)'(h))``, summed per sample."""
-        if not rev:
-            out, ladj = spline.call_and_ladj(h)
-            return out, ladj.sum(1)
-        out = spline.inv(h)
-        # log (g^-1)'(h) = -log g'(g^-1(h)); zuko has no direct inverse log-derivative.
-        _, ladj = spline.call_and_ladj(out)
-        return out, -ladj.sum(1)
+        out, ladj = spline.inv_and_ladj(h) if rev else spline.call_and_ladj(h)
+        return out, ladj.sum(1)
 
     def forward(
         self, x: Tensor, c: Tensor | None = None, rev: bool = False
