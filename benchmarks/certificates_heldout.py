@@ -315,7 +315,7 @@ def _verdicts(exact: float, seeds: list[dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {"ratio": ratio, "all_resolved": all_resolved}
     if exact >= 0.05 and ratio is not None:
         lo, hi = ratio["low"], ratio["high"]
-        if not (math.isfinite(lo) and math.isfinite(hi)):
+        if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
             out["within_25pct"] = "within noise"
         elif 0.75 <= lo and hi <= 1.25:
             out["within_25pct"] = "met"
@@ -337,7 +337,7 @@ def _resolved_word(row: dict[str, Any], kl: float) -> str:
 
 
 def _fmt(iv: dict[str, Any], digits: int = 3) -> str:
-    if not math.isfinite(iv["low"]):
+    if iv["low"] is None or not math.isfinite(iv["low"]):  # one seed: null in the JSON
         return f"{iv['mean']:.{digits}f}"
     return f"{iv['mean']:.{digits}f} [{iv['low']:.{digits}f}, {iv['high']:.{digits}f}]"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -54,12 +55,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    _write(path, lambda fh: json.dump(obj, fh, indent=2, sort_keys=False, default=_jsonable))
+    """Write ``obj`` as strict JSON (RFC 8259): a non-finite number (an interval a single
+    seed does not have, a failed metric) is written as ``null``. Python's default
+    ``NaN`` token is not JSON: other readers reject it, and it breaks sorting and
+    comparison in tools that read the numbers back."""
+    strict = _strict(obj)
+    _write(path, lambda fh: json.dump(strict, fh, indent=2, sort_keys=False, allow_nan=False))
 
 
-def _jsonable(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
+def _strict(o: Any) -> Any:
+    """``o`` with NumPy values and paths made plain and non-finite floats made ``None``."""
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _strict(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_strict(v) for v in o]
+    if hasattr(o, "tolist"):  # NumPy arrays and scalars, torch tensors
+        return _strict(o.tolist())
     if isinstance(o, Path):
         return str(o)
+    if o is None or isinstance(o, (str, int)):  # bool is an int
+        return o
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")

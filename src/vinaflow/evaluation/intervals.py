@@ -105,11 +105,16 @@ def binomial_interval(successes: int, n: int, level: float = 0.95) -> dict[str, 
     return out
 
 
+def _finite(v: float | None) -> bool:
+    """Whether an interval end exists: results files store a missing one as ``null``."""
+    return v is not None and math.isfinite(v)
+
+
 def target_verdict(summary: dict[str, Any], target: float, lower_is_better: bool = True) -> str:
     """``"met"`` when the whole interval meets ``target``, ``"not met"`` when the whole
     interval misses it, ``"within noise"`` when the interval straddles it (or is absent)."""
     low, high = summary["low"], summary["high"]
-    if not (math.isfinite(low) and math.isfinite(high)):
+    if not (_finite(low) and _finite(high)):
         return "within noise"
     good, bad = (high, low) if lower_is_better else (low, high)
     if (good <= target) if lower_is_better else (good >= target):
@@ -124,12 +129,12 @@ def format_interval(summary: dict[str, Any], digits: int = 3) -> str:
     if summary["n"] == 0:
         return "n/a"
     mean = f"{summary['mean']:.{digits}f}"
-    if not math.isfinite(summary["low"]):
+    if not (_finite(summary["low"]) and _finite(summary["high"])):
         return f"{mean} (1 seed)"
     return f"{mean} [{summary['low']:.{digits}f}, {summary['high']:.{digits}f}]"
 
 
 def intervals_disjoint(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """Whether two seed intervals do not overlap (both must exist)."""
-    finite = all(math.isfinite(s[k]) for s in (a, b) for k in ("low", "high"))
+    finite = all(_finite(s[k]) for s in (a, b) for k in ("low", "high"))
     return finite and (a["high"] < b["low"] or b["high"] < a["low"])
