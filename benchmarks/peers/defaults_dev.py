@@ -38,22 +38,30 @@ from vinaflow.evaluation.intervals import format_interval, seed_interval
 DEV_TASKS = ("slcp",)
 assert not set(DEV_TASKS) & set(TASKS), "development tasks must be held out"
 
+#: Early stopping of ``fit`` before it validated once per epoch on small data: every 200
+#: steps, 10 validations of patience. The variants run under it say so.
+EVERY_200 = {"val_every": 200, "patience": 10}
+
 #: ``vinaflow.fit`` options per variant (the first is the baseline of the paired diffs).
 VARIANTS: dict[str, dict[str, Any]] = {
-    "constant": {"lr_schedule": "constant"},
-    "plateau": {"lr_schedule": "plateau"},
+    "constant": {"lr_schedule": "constant", **EVERY_200},
+    "plateau": {"lr_schedule": "plateau", **EVERY_200},
     # half the width of the default cINN's subnets and embedding
-    "small": {"lr_schedule": "constant", "hidden": 64, "embedding_hidden": 64},
+    "small": {"lr_schedule": "constant", "hidden": 64, "embedding_hidden": 64, **EVERY_200},
     # a mixture of three independently trained default members
-    "ensemble3": {"lr_schedule": "constant", "ensemble": 3},
+    "ensemble3": {"lr_schedule": "constant", "ensemble": 3, **EVERY_200},
     # rational-quadratic spline couplings (the flow of sbi's NSF) instead of affine ones
-    "spline": {"lr_schedule": "constant", "arch": "spline"},
+    "spline": {"lr_schedule": "constant", "arch": "spline", **EVERY_200},
     "spline_small": {
         "lr_schedule": "constant",
         "arch": "spline",
         "hidden": 64,
         "embedding_hidden": 64,
+        **EVERY_200,
     },
+    # fit's default: spline couplings, validated once per epoch (36 steps at 10,000
+    # simulations), 20 epochs of patience
+    "spline_epoch": {"lr_schedule": "constant", "arch": "spline"},
 }
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "defaults_dev.json"

@@ -67,6 +67,12 @@ DEFAULT_MAX_STEPS = 20_000
 TIME_BOUND_MAX_STEPS = 10_000_000
 #: Validations without improvement before ``fit`` stops, when no ``steps`` are given.
 DEFAULT_PATIENCE = 10
+#: With an epoch shorter than the trainer's validation interval, ``fit`` validates once
+#: per epoch and stops after this many epochs without improvement (sbi's
+#: ``stop_after_epochs``). Every 200 steps was too coarse for small data: on 10,000
+#: simulations of a 10-D task a spline cINN's validation loss rose from the first
+#: validation on, so the weights kept were those of step 200 whatever the best step was.
+EPOCH_PATIENCE = 20
 #: ``fit`` arguments of their own (not routed through ``**options``).
 _OWN_KEYS = {"kind": "model", "name": "objective", "steps": "steps", "max_seconds": "max_seconds"}
 _OWN_KEYS |= {"seed": "seed", "progress": "progress", "ensemble": "ensemble", "rounds": "rounds"}
@@ -218,6 +224,18 @@ def _simulation_problem(simulator: Any, prior: Any) -> Problem:
     return SimulatorProblem(simulator, prior)
 
 
+def _early_stopping(training: dict[str, Any], n_train: int) -> None:
+    """Early-stopping defaults of ``fit`` on ``n_train`` training rows (the settings a user
+    gave are kept): validate every :class:`TrainingConfig` ``val_every`` steps with
+    :data:`DEFAULT_PATIENCE`, or once per epoch with :data:`EPOCH_PATIENCE` when an
+    epoch is shorter."""
+    epoch = max(1, math.ceil(n_train / training["batch_size"]))
+    if "val_every" not in training and epoch < TrainingConfig.val_every:
+        training["val_every"] = epoch
+        training.setdefault("patience", EPOCH_PATIENCE)
+    training.setdefault("patience", DEFAULT_PATIENCE)
+
+
 def _validation_rows(n: int, fraction: Any) -> int:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)):
         raise ConfigError(f"fit: validation_fraction must be a number in [0, 1), got {fraction!r}")
@@ -263,8 +281,10 @@ def fit(
     Standardisation, the validation split (``validation_fraction`` of the rows, shuffled
     with ``seed``) and early stopping are done here. Training stops after ``steps`` updates
     or ``max_seconds``, whichever comes first; without ``steps`` it also stops when the
-    validation loss has not improved for 10 validations (``patience``; not for objectives
-    with a critic, whose loss does not measure fit), keeping the best weights, and then
+    validation loss has not improved for 10 validations of every 200 steps or, when an
+    epoch over the training rows is shorter, for 20 epochs validated once each
+    (``patience``, ``val_every``; not for objectives with a critic, whose loss does not
+    measure fit), keeping the best weights, and then
     is capped at 20,000 steps (without ``max_seconds``, with a constant learning rate) or
     follows the time budget (cosine learning-rate decay over ``max_seconds``).
 
@@ -368,12 +388,13 @@ def fit(
             )
         if simulator is None:
             raise ConfigError("fit: prior and num_simulations need simulator=")
-        n = _check_int("num_simulations", num_simulations, 20, allow_none=False)
+        n = n_rows = _check_int("num_simulations", num_simulations, 20, allow_none=False)
         problem = _simulation_problem(simulator, prior)
         n_val = _validation_rows(n, validation_fraction)
         if n_rounds > 1:
             y_obs = check_observation(observation, problem.dim_y, "fit: observation")
             sizes = round_sizes(n, n_rounds)
+            n_rows = sizes[0]  # the validation interval follows the first round's size
             # the smallest training set (round 1's) must leave rows after its split
             _validation_rows(sizes[0], validation_fraction)
             x_all = y_all = clean = None
@@ -402,7 +423,8 @@ def fit(
                 f"fit: x and y must have one row per simulation; x has {xt.shape[0]} rows, "
                 f"y has {yt.shape[0]}"
             )
-        n_val = _validation_rows(xt.shape[0], validation_fraction)
+        n_rows = xt.shape[0]
+        n_val = _validation_rows(n_rows, validation_fraction)
 
         def member_data(k: int) -> Dataset:
             return dataset_from_arrays(xt, yt, n_val, seed=seed + k)
@@ -461,7 +483,7 @@ def fit(
         terms = [cfg["objective"], *cfg["objective"].get("terms", [])]
         has_critic = any(t["name"] == "fdiv" for t in terms)
     if steps is None and n_val > 0 and not has_critic:
-        cfg["training"].setdefault("patience", DEFAULT_PATIENCE)
+        _early_stopping(cfg["training"], n_rows - n_val)
     tcfg = TrainingConfig(**cfg["training"])
     if n_rounds > 1:
         assert problem is not None
