@@ -188,14 +188,14 @@ def test_fit_without_step_limit_stops_early_on_validation_loss() -> None:
 def test_fit_on_small_data_validates_every_epoch() -> None:
     # 400 rows: 360 for training, two minibatches of 256 per epoch. Validating every 200
     # steps would see 100 epochs between validations; fit validates each epoch instead
-    # and waits 20 epochs without improvement.
+    # and waits the same 2,000 steps (1,000 validations) without improvement.
     x, y = _simulations(400)
-    post = vinaflow.fit(x, y, max_seconds=40, blocks=1, hidden=8, progress=False)
+    post = vinaflow.fit(x, y, max_seconds=60, blocks=1, hidden=8, progress=False)
     res = post.train_result
     assert res.history["val_step"][:3] == [2, 4, 6]
-    assert res.stopped == "early_stopping" and res.train_seconds < 40
+    assert res.stopped == "early_stopping" and res.train_seconds < 60
     best = int(np.argmin(res.history["val_loss"]))
-    assert len(res.history["val_loss"]) - 1 - best == 20
+    assert len(res.history["val_loss"]) - 1 - best == 1000
 
 
 @pytest.mark.parametrize(

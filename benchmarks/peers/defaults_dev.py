@@ -59,8 +59,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "embedding_hidden": 64,
         **EVERY_200,
     },
-    # fit's default: spline couplings, validated once per epoch (36 steps at 10,000
-    # simulations), 20 epochs of patience
+    # spline couplings validated once per epoch (36 steps at 10,000 simulations) with 20
+    # epochs of patience (sbi's stop_after_epochs)
+    "spline_epoch20": {
+        "lr_schedule": "constant",
+        "arch": "spline",
+        "val_every": 36,
+        "patience": 20,
+    },
+    # fit's default: spline couplings validated once per epoch, 2,000 steps of patience
     "spline_epoch": {"lr_schedule": "constant", "arch": "spline"},
 }
 

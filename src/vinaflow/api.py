@@ -67,12 +67,6 @@ DEFAULT_MAX_STEPS = 20_000
 TIME_BOUND_MAX_STEPS = 10_000_000
 #: Validations without improvement before ``fit`` stops, when no ``steps`` are given.
 DEFAULT_PATIENCE = 10
-#: With an epoch shorter than the trainer's validation interval, ``fit`` validates once
-#: per epoch and stops after this many epochs without improvement (sbi's
-#: ``stop_after_epochs``). Every 200 steps was too coarse for small data: on 10,000
-#: simulations of a 10-D task a spline cINN's validation loss rose from the first
-#: validation on, so the weights kept were those of step 200 whatever the best step was.
-EPOCH_PATIENCE = 20
 #: ``fit`` arguments of their own (not routed through ``**options``).
 _OWN_KEYS = {"kind": "model", "name": "objective", "steps": "steps", "max_seconds": "max_seconds"}
 _OWN_KEYS |= {"seed": "seed", "progress": "progress", "ensemble": "ensemble", "rounds": "rounds"}
@@ -225,14 +219,22 @@ def _simulation_problem(simulator: Any, prior: Any) -> Problem:
 
 
 def _early_stopping(training: dict[str, Any], n_train: int) -> None:
-    """Early-stopping defaults of ``fit`` on ``n_train`` training rows (the settings a user
-    gave are kept): validate every :class:`TrainingConfig` ``val_every`` steps with
-    :data:`DEFAULT_PATIENCE`, or once per epoch with :data:`EPOCH_PATIENCE` when an
-    epoch is shorter."""
+    """Early-stopping defaults of ``fit`` on ``n_train`` training rows (settings the user
+    gave are kept): validate every :class:`TrainingConfig` ``val_every`` steps, or once per
+    epoch when an epoch is shorter, and stop after :data:`DEFAULT_PATIENCE` times
+    ``val_every`` steps (2,000) without improvement.
+
+    Every 200 steps was too coarse for small data: on 10,000 simulations of a 10-D task a
+    spline cINN's validation loss rose from the first validation on, so the weights kept
+    were step 200's whatever the best step was. The patience stays a number of steps:
+    20 epochs (sbi's ``stop_after_epochs``) stopped a 2-D task after 720 steps, well
+    before its validation loss had settled.
+    """
     epoch = max(1, math.ceil(n_train / training["batch_size"]))
     if "val_every" not in training and epoch < TrainingConfig.val_every:
         training["val_every"] = epoch
-        training.setdefault("patience", EPOCH_PATIENCE)
+        horizon = DEFAULT_PATIENCE * TrainingConfig.val_every
+        training.setdefault("patience", math.ceil(horizon / epoch))
     training.setdefault("patience", DEFAULT_PATIENCE)
 
 
@@ -281,9 +283,9 @@ def fit(
     Standardisation, the validation split (``validation_fraction`` of the rows, shuffled
     with ``seed``) and early stopping are done here. Training stops after ``steps`` updates
     or ``max_seconds``, whichever comes first; without ``steps`` it also stops when the
-    validation loss has not improved for 10 validations of every 200 steps or, when an
-    epoch over the training rows is shorter, for 20 epochs validated once each
-    (``patience``, ``val_every``; not for objectives with a critic, whose loss does not
+    validation loss has not improved for 2,000 steps, validated every 200 steps or once
+    per epoch when an epoch over the training rows is shorter (``patience`` validations
+    every ``val_every`` steps; not for objectives with a critic, whose loss does not
     measure fit), keeping the best weights, and then
     is capped at 20,000 steps (without ``max_seconds``, with a constant learning rate) or
     follows the time budget (cosine learning-rate decay over ``max_seconds``).

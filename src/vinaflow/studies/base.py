@@ -91,6 +91,7 @@ STUDY_MODULES: dict[str, str] = {
     "support-mismatch": "vinaflow.studies.flows",
     "heavy-tails": "vinaflow.studies.flows",
     "precision-recall": "vinaflow.studies.flows",
+    "precision-recall-rings": "vinaflow.studies.flows",
 }
 
 DEFAULT_METRICS = ("resim_error", "c2st", "w1", "train_seconds")
