@@ -94,6 +94,9 @@ class Objective(nn.Module):
     #: Whether the sampling direction ``T^{-1}`` is the one trained (decides which
     #: direction of an iResNet block should be explicit).
     trains_sampling = False
+    #: Critic updates per model update when ``training.critic_steps`` is not given
+    #: (objectives with a critic; ``None``: the trainer's default).
+    critic_steps: int | None = None
 
     def generator_loss(
         self, model: AmortizedModel, x_s: Tensor, y_s: Tensor

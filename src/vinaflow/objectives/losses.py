@@ -185,6 +185,9 @@ class CompositeObjective(Objective):
         self.weights = check_weights([w for _, w in terms])
         self.terms = nn.ModuleList([t for t, _ in terms])
         self.has_critic = any(t.has_critic for t in self.terms)
+        # the most any critic term asks for: every critic is updated at each critic step
+        preferred = [t.critic_steps for t in self.terms if t.has_critic and t.critic_steps]
+        self.critic_steps = max(preferred) if preferred else None
         self.trains_sampling = any(
             t.trains_sampling for t, w in terms if w > 0 and not isinstance(t, PriorPenalty)
         )

@@ -43,7 +43,9 @@ class TrainingConfig:
     at ``None`` take defaults by objective: ``lr = 1e-3`` without a critic; with a
     critic ``lr = 3e-4``, ``critic_lr = 1e-3`` and ``critic_steps = 5`` (a critic that
     lags behind the model gives it wrong gradients; measured on gaussian-linear, the
-    paper INN with KL went from C2ST 0.91 to 0.61 with these settings).
+    paper INN with KL went from C2ST 0.91 to 0.61 with these settings), or the
+    objective's own ``critic_steps`` (the ``mixture`` gradient of
+    :class:`~vinaflow.objectives.FDivergenceObjective`).
 
     ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``) is where the model, the
     critic, the optimiser state, the normalisation buffers and the training tensors live
@@ -431,7 +433,7 @@ class Trainer:
         adversarial = objective.has_critic
         self.lr = cfg.lr or (3e-4 if adversarial else 1e-3)
         self.critic_lr = cfg.critic_lr or 1e-3
-        self.critic_steps = cfg.critic_steps or (5 if adversarial else 1)
+        self.critic_steps = cfg.critic_steps or objective.critic_steps or (5 if adversarial else 1)
         self.opt = torch.optim.Adam(model.parameters(), lr=self.lr, weight_decay=cfg.weight_decay)
         critic_params = objective.critic_parameters()
         self.critic_opt = (
