@@ -65,7 +65,8 @@ def _fdiv(divergence: str, direction: str = "backward") -> dict[str, Any]:
 OBJECTIVES: dict[str, Any] = {
     "nll": "nll",
     **{f"fdiv-{d}": _fdiv(d) for d in DIVERGENCES},
-    # the backward KL's default before the study (the cINN now defaults to the score gradient)
+    # the backward KL's earlier defaults (the cINN now defaults to the mixture gradient)
+    "fdiv-kl-score": {**_fdiv("kl"), "gradient": "score"},
     "fdiv-kl-bound": {**_fdiv("kl"), "gradient": "bound"},
     "forward-kl": _fdiv("kl", "forward"),
     "sinkhorn": {"name": "sinkhorn"},
@@ -196,6 +197,71 @@ def _table(cells: dict[str, dict[str, Any]], tasks: list[str], names: list[str])
     return "\n".join(lines)
 
 
+def _resumed_rows(out: Path, settings: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows of an earlier run of the same study at ``out`` (``--resume``)."""
+    if not out.is_file():
+        return []
+    old = json.loads(out.read_text())
+    keep = ("max_seconds_per_cell", "c2st_max_samples", "observations", "overrides")
+    differ = [k for k in keep if old["settings"].get(k) != settings[k]]
+    if differ:
+        raise SystemExit(f"--resume: {out} was written with other {', '.join(differ)}")
+    return [r for r in old["rows"] if r.get("c2st") is not None]
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per ``task/objective``: C2ST, median held-out log q and steps over seeds, and the
+    C2ST minus NLL's paired by seed (the same simulations and initialisation)."""
+    cells: dict[str, dict[str, Any]] = {}
+    for task, name in dict.fromkeys((r["task"], r["objective"]) for r in rows):
+        mine = [r for r in rows if r["task"] == task and r["objective"] == name]
+        cell: dict[str, Any] = {
+            "c2st": seed_interval([r["c2st"] for r in mine]),
+            "heldout_log_prob_median": seed_interval(
+                [r.get("heldout_log_prob_median") for r in mine]
+            ),
+            "train_steps": seed_interval([r.get("train_steps") for r in mine]),
+            "failed_seeds": [r["seed"] for r in mine if r["c2st"] is None],
+        }
+        nll = {r["seed"]: r["c2st"] for r in rows if r["task"] == task and r["objective"] == "nll"}
+        paired = [r for r in mine if r["seed"] in nll]
+        if name != "nll" and paired:
+            cell["c2st_minus_nll"] = seed_interval(
+                [None if r["c2st"] is None or nll[r["seed"]] is None
+                 else r["c2st"] - nll[r["seed"]] for r in paired]
+            )  # fmt: skip
+            cell["paired_seeds"] = [r["seed"] for r in paired]
+        cells[f"{task}/{name}"] = cell
+    return cells
+
+
+def _write(
+    out: Path, settings: dict[str, Any], rows: list[dict[str, Any]], seconds: float
+) -> dict[str, dict[str, Any]]:
+    """The results file, atomically, after every cell; returns its summary."""
+    cells = summarise(rows)
+    atomic_write_json(
+        out,
+        {
+            "settings": {
+                **settings,
+                "seeds": sorted({r["seed"] for r in rows}) or settings["seeds"],
+            },
+            "notes": (
+                "Equal simulations, batch size and wall-clock seconds per cell; objectives "
+                "with a critic spend part of the budget on critic updates, so they take "
+                "fewer model steps. Timings are loaded timings on a 2-core machine shared "
+                "with other sessions. c2st_minus_nll is paired by seed. A failed seed is "
+                "listed, not scored."
+            ),
+            "wall_seconds": seconds,
+            "summary": cells,
+            "rows": rows,
+        },
+    )
+    return cells
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
@@ -215,6 +281,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--sbibm-wheel", default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--resume", action="store_true", help="keep the cells of --out")
     args = parser.parse_args(argv)
     if args.quick:
         args.max_seconds, args.c2st_samples, args.observations = 5.0, 1000, 2
@@ -223,11 +290,33 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # the machine is shared; one core per benchmark
     wheel = find_wheel(args.sbibm_wheel)
     refs = {t: load_task(wheel, t)[: args.observations] for t in args.tasks}
-    rows: list[dict[str, Any]] = []
+    settings = {
+        "model": "cinn (vinaflow.fit defaults)",
+        "tasks": args.tasks,
+        "objectives": {n: OBJECTIVES[n] for n in args.objectives},
+        "num_simulations": NUM_SIMULATIONS,
+        "validation_rows": min(NUM_SIMULATIONS // 10, 2000),
+        "batch_size": BATCH_SIZE,
+        "max_seconds_per_cell": args.max_seconds,
+        "steps": "unbounded (wall clock binds)",
+        "seeds": args.seeds,
+        "c2st_max_samples": args.c2st_samples,
+        "observations": args.observations,
+        "overrides": overrides,
+        "threads": 1,
+        "quick": args.quick,
+        "sbibm_wheel": wheel.name,
+        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
+    }
+    rows = _resumed_rows(out, settings) if args.resume else []
     t_start = time.perf_counter()
+    # seeds before objectives: an interrupted study holds whole seeds, paired by seed
     for task in args.tasks:
-        for name in args.objectives:
-            for seed in args.seeds:
+        for seed in args.seeds:
+            for name in args.objectives:
+                if any(r["task"] == task and r["objective"] == name and r["seed"] == seed
+                       for r in rows):  # fmt: skip
+                    continue
                 row = run_cell(
                     task, name, seed, refs[task], args.max_seconds, args.c2st_samples, overrides
                 )
@@ -235,64 +324,11 @@ def main(argv: list[str] | None = None) -> int:
                 c = "failed" if row["c2st"] is None else f"{row['c2st']:.3f}"
                 extra = row.get("error") or f"{row['train_steps']} steps"
                 print(f"{task:17s} {name:14s} seed {seed}: C2ST {c}  ({extra})", flush=True)
-    cells: dict[str, dict[str, Any]] = {}
-    for task in args.tasks:
-        nll = [r["c2st"] for r in rows if r["task"] == task and r["objective"] == "nll"]
-        for name in args.objectives:
-            mine = [r for r in rows if r["task"] == task and r["objective"] == name]
-            cell: dict[str, Any] = {
-                "c2st": seed_interval([r["c2st"] for r in mine]),
-                "heldout_log_prob_median": seed_interval(
-                    [r.get("heldout_log_prob_median") for r in mine]
-                ),
-                "train_steps": seed_interval([r.get("train_steps") for r in mine]),
-                "failed_seeds": [r["seed"] for r in mine if r["c2st"] is None],
-            }
-            if nll and name != "nll" and len(nll) == len(mine):
-                # paired by seed: the same simulations and initialisation seed
-                diff = [
-                    None if (a["c2st"] is None or b is None) else a["c2st"] - b
-                    for a, b in zip(mine, nll, strict=True)
-                ]
-                cell["c2st_minus_nll"] = seed_interval(diff)
-            cells[f"{task}/{name}"] = cell
+                _write(out, settings, rows, time.perf_counter() - t_start)
+    cells = _write(out, settings, rows, time.perf_counter() - t_start)
     print()
     print(_table(cells, args.tasks, args.objectives))
-    total = time.perf_counter() - t_start
-    print(f"\n{len(rows)} cells in {total:.0f} s")
-    atomic_write_json(
-        out,
-        {
-            "settings": {
-                "model": "cinn (vinaflow.fit defaults)",
-                "tasks": args.tasks,
-                "objectives": {n: OBJECTIVES[n] for n in args.objectives},
-                "num_simulations": NUM_SIMULATIONS,
-                "validation_rows": min(NUM_SIMULATIONS // 10, 2000),
-                "batch_size": BATCH_SIZE,
-                "max_seconds_per_cell": args.max_seconds,
-                "steps": "unbounded (wall clock binds)",
-                "seeds": args.seeds,
-                "c2st_max_samples": args.c2st_samples,
-                "observations": args.observations,
-                "overrides": overrides,
-                "threads": 1,
-                "quick": args.quick,
-                "sbibm_wheel": wheel.name,
-                "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}",
-            },
-            "notes": (
-                "Equal simulations, batch size and wall-clock seconds per cell; objectives "
-                "with a critic spend part of the budget on critic updates, so they take "
-                "fewer model steps. Timings are loaded timings on a 2-core machine shared "
-                "with other sessions. c2st_minus_nll is paired by seed. A failed seed is "
-                "listed, not scored."
-            ),
-            "wall_seconds": total,
-            "summary": cells,
-            "rows": rows,
-        },
-    )
+    print(f"\n{len(rows)} cells in {time.perf_counter() - t_start:.0f} s")
     print(f"wrote {out}")
     return 0 if all(math.isfinite(r["c2st"] or math.nan) for r in rows) else 1
 
