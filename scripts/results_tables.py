@@ -39,6 +39,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from vinaflow.evaluation.intervals import (
     intervals_disjoint,
     seed_interval,
@@ -159,8 +161,10 @@ def _k(n: int) -> str:
 
 def kinematics_table() -> str:
     k = load("kinematics.json")
+    # one training run each; the conditional INNs over seeds are kinematics_cinn_table's
+    runs = [r for r in k["rows"] if not r["name"].startswith("cinn-")]
     rows = []
-    for r in k["rows"]:
+    for r in runs:
         tr = r["config"]["training"]
         resim = summary_interval(
             r["resim_error"], r["resim_error_std_over_obs"], r["num_observations"]
@@ -189,9 +193,9 @@ def kinematics_table() -> str:
         "steps",
     ]
     ray = k["ray_scaling"]
-    first = k["rows"][0]
+    first = runs[0]
     n_obs, n_samples = first["num_observations"], first["num_samples"]
-    budgets = sorted({r["config"]["problem"]["num_simulations"] for r in k["rows"]})
+    budgets = sorted({r["config"]["problem"]["num_simulations"] for r in runs})
     text = (
         f"{n_obs} held-out observations, {n_samples} posterior samples each, against "
         "rejection-ABC ground truth. The rows do not share a budget: "
@@ -225,6 +229,117 @@ def kinematics_table() -> str:
         )
     )
     return text + source_note("kinematics.json")
+
+
+def kinematics_cinn_table() -> str:
+    """The conditional-INN rows of ``kinematics.json`` (``--seeds``), over seeds, with the
+    variational members paired by seed against maximum likelihood."""
+    k = load("kinematics.json")
+    by: dict[str, dict[int, dict[str, Any]]] = {}
+    for r in k["rows"]:
+        if r["name"].startswith("cinn-"):
+            by.setdefault(r["name"], {})[int(r.get("seed", 0))] = r
+    nll = by.get("cinn-nll", {})
+    rows = []
+    for name, seeds in by.items():
+        order = sorted(seeds)
+        cells = [seeds[s] for s in order]
+        row = [
+            f"`{name}`",
+            cells[0]["description"],
+            _listing(order),
+            ci(seed_interval([c["resim_error"] for c in cells])),
+            ci(seed_interval([c["c2st"] for c in cells])),
+            ci(seed_interval([c["w1"] for c in cells])),
+            f"{np.mean([c['train_seconds'] for c in cells]):.0f}",
+        ]
+        common = [s for s in order if s in nll]
+        if name != "cinn-nll" and len(common) >= 2:
+            ratio = seed_interval([seeds[s]["resim_error"] / nll[s]["resim_error"] for s in common])
+            diff = seed_interval([seeds[s]["c2st"] - nll[s]["c2st"] for s in common])
+            row += [
+                f"{ci(ratio)}: {target_verdict(ratio, 1.2)}",
+                f"{ci(diff)}: {target_verdict(diff, 0.05)}",
+            ]
+        else:
+            row += ["-", "-"]
+        rows.append(row)
+    head = [
+        "configuration",
+        "what",
+        "seeds",
+        "re-simulation error",
+        "C2ST",
+        "W1",
+        "train s (mean)",
+        "re-sim. error / NLL's (target 1.2)",
+        "C2ST minus NLL's (target 0.05)",
+    ]
+    some = next(iter(by.values()))
+    first = some[min(some)]
+    budget = first["config"]["problem"]["num_simulations"]
+    text = (
+        f"Conditional INNs at one budget for every objective: {_k(budget)} simulations, batch "
+        f"{first['config']['training']['batch_size']}, {first['train_steps']:,} model steps; "
+        f"{first['num_observations']} held-out observations with {first['num_samples']} "
+        f"samples each against the rejection-ABC ground truth. Per seed the metric is the "
+        f"mean over the observations; {INTERVAL_NOTE} over seeds. The ratio and the "
+        "difference to maximum likelihood are paired by seed (each seed trains every row "
+        "from the same initialisation seed on the same simulations); a target is met when "
+        "the whole interval is at or below it.\n\n"
+    )
+    return text + table(head, rows) + source_note("kinematics.json")
+
+
+def objectives_table(name: str = "objective_study_heldout.json") -> str:
+    """Training objectives on the conditional INN at equal budgets
+    (``benchmarks/objective_study.py``): C2ST per task over seeds and its difference to
+    maximum likelihood, paired by seed; ``robustness.json`` is the same study on
+    contaminated simulations."""
+    study = load(name)
+    s, summary = study["settings"], study["summary"]
+    tasks = s["tasks"]
+    rows = []
+    for obj in s["objectives"]:
+        cells = [summary.get(f"{t}/{obj}") for t in tasks]
+        if not all(cells):
+            continue
+        row = [f"`{obj}`"]
+        for c in cells:
+            d = c.get("c2st_minus_nll")
+            row.append(ci(c["c2st"]))
+            row.append("-" if d is None else f"{ci(d)} ({_versus(d)})")
+        rows.append(row)
+    head = ["objective"]
+    for t in tasks:
+        head += [f"{t} C2ST", f"{t} minus `nll`"]
+    dirty = s.get("contamination") or 0
+    text = (
+        (
+            f"{dirty:.0%} of the training pairs have their parameters replaced by "
+            "independent prior draws (as after failed or mislabelled simulator runs); "
+            "posteriors are scored against the clean reference. "
+            if dirty
+            else ""
+        )
+        + f"Conditional INN with affine couplings, {s['num_simulations']:,} simulations, "
+        f"batch {s['batch_size']}, {s['max_seconds_per_cell']:g} s of training per cell on "
+        f"one thread (a critic objective spends part of it on critic updates), seeds "
+        f"{_listing(sorted({r['seed'] for r in study['rows']}))}; C2ST against sbibm's "
+        f"reference posteriors at {s['observations']} observations "
+        f"({s['c2st_max_samples']:,} samples), {INTERVAL_NOTE} over seeds, and the "
+        "difference to `nll` paired by seed (the same simulations and initialisation seed). "
+        "`fdiv-*` rows use each member's default generator gradient (`mixture` for kl, js, "
+        "hellinger and pearson, `bound` for reverse-kl and tv); `fdiv-kl-score` and "
+        "`fdiv-kl-bound` are the backward KL with the score gradient on model samples alone "
+        "and with the bound's gradient.\n\n"
+    )
+    return text + table(head, rows) + source_note(name)
+
+
+def _versus(d: dict[str, Any]) -> str:
+    """A paired difference's verdict against zero: lower, higher or within noise."""
+    return {"met": "lower", "not met": "higher"}.get(target_verdict(d, 0.0), "within noise")
 
 
 OCEAN_LABELS = {
@@ -561,7 +676,15 @@ def peers_table() -> str:
 
 
 #: The multi-seed peers comparison's methods, in column order.
-SEED_PEER_METHODS = ("sbi-nsf", "sbi-fmpe", "vinaflow-affine", "vinaflow-default")
+SEED_PEER_METHODS = (
+    "sbi-nsf",
+    "sbi-fmpe",
+    "vinaflow-affine",
+    "vinaflow-every200",
+    "cinn-fdiv-kl",
+    "cinn-fdiv-js",
+    "vinaflow-default",
+)
 DEFAULT_PEER = "vinaflow-default"
 
 
@@ -614,7 +737,16 @@ def peers_seeds_table() -> str:
         "with sbi's defaults and early stopping; `vinaflow-default` is `vinaflow.fit(x, y)` "
         "with no options (spline couplings), stopping on its own validation rule, and "
         '`vinaflow-affine` the same with `arch="coupling"` (affine couplings, the default '
-        "before splines). "
+        "before splines) and `vinaflow-every200` the default validated every 200 steps with "
+        "10 validations of patience (both as fit validated before it validated once per "
+        "epoch on small data). "
+        + (
+            '`cinn-fdiv-kl` and `cinn-fdiv-js` are `vinaflow.fit(x, y, objective="kl")` and '
+            '`objective="js"`: the variational members on the conditional INN with their '
+            f"default (mixture) gradient, trained for {s['vinaflow_max_seconds']:.0f} s. "
+            if any(m.startswith("cinn-") for m in methods)
+            else ""
+        )
         + INTERVAL_NOTE
         + " over seeds. The target is met when the whole interval is at or below it.\n\n"
     )
@@ -849,6 +981,7 @@ def scaling_table() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "kinematics": kinematics_table,
+    "objectives": objectives_table,
     "ocean": ocean_table,
     "support_mismatch": support_mismatch_table,
     "heavy_tails": heavy_tails_table,
@@ -867,6 +1000,7 @@ TABLES: dict[str, Callable[[], str]] = {
 README_TABLES = (
     "ocean",
     "kinematics",
+    "objectives",
     "peers",
     "peers_seeds",
     "support_mismatch",

@@ -37,7 +37,9 @@ numbers. A seed's C2ST is the mean over the observations. Methods:
   validations (``fit``'s rule before it validated once per epoch on small data);
 - ``inn-mmd``: an Ardizzone-style INN trained with MMD, built from vinaflow's blocks;
 - ``nll-cinn``, ``fdiv-kl``, ``fdiv-js``, ``sinkhorn``: vinaflow's objectives, trained
-  for ``--max-seconds`` (default 240 s, ``--quick`` 12 s) or ``--steps`` (100,000).
+  for ``--max-seconds`` (default 240 s, ``--quick`` 12 s) or ``--steps`` (100,000);
+  ``fdiv-kl`` and ``fdiv-js`` on the paper's joint INN, ``cinn-fdiv-kl`` and
+  ``cinn-fdiv-js`` on the conditional INN (``vinaflow.fit(x, y, objective="kl")``).
 
 vinaflow methods train with ``vinaflow.fit`` on the same arrays (a tenth of the rows, at most
 2,000, for validation; sbi holds out its default tenth).
@@ -97,6 +99,9 @@ VINAFLOW_METHODS: dict[str, dict[str, Any]] = {
     "fdiv-kl": {"model": "inn", "objective": "kl"},
     "fdiv-js": {"model": "inn", "objective": "js"},
     "sinkhorn": {"model": "inn", "objective": "sinkhorn", "blur": 0.05},
+    # the variational members on the conditional INN, with fit's defaults (mixture gradient)
+    "cinn-fdiv-kl": {"model": "cinn", "objective": "kl"},
+    "cinn-fdiv-js": {"model": "cinn", "objective": "js"},
 }
 #: sbi methods: the trainer class in ``sbi.inference`` and its constructor arguments.
 SBI_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
