@@ -24,8 +24,10 @@ only, and ``P`` is the data law of ``x``, ``Q`` the model's.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -41,6 +43,8 @@ __all__ = [
     "JointWhitener",
     "Logs",
     "Objective",
+    "batch_mean",
+    "global_batch",
     "slog",
 ]
 
@@ -48,6 +52,41 @@ DIRECTIONS = ("backward", "forward")
 #: Fixed bijections the critic's inputs may pass through.
 CRITIC_TRANSFORMS = ("none", "slog")
 Logs = dict[str, float]
+
+#: (process group, device of its collectives) while a data-parallel step computes a loss
+_BATCH_GROUP: ContextVar[tuple[Any, torch.device] | None] = ContextVar(
+    "vinaflow_batch_group", default=None
+)
+
+
+@contextmanager
+def global_batch(group: Any, device: torch.device) -> Iterator[None]:
+    """While active, :func:`batch_mean` averages over the rows of every rank of ``group``
+    (collectives on ``device``): the trainer wraps each data-parallel loss in it."""
+    token = _BATCH_GROUP.set((group, device))
+    try:
+        yield
+    finally:
+        _BATCH_GROUP.reset(token)
+
+
+def batch_mean(t: Tensor) -> Tensor:
+    """Mean of ``t`` (no gradient) over the global minibatch.
+
+    A baseline such as the score estimator's ``h - mean(h)`` is a statistic of the whole
+    minibatch, not a sum of per-row terms: in data-parallel training each rank holds a
+    slice, and the local mean would make N processes take a different step than one.
+    """
+    t = t.detach()
+    active = _BATCH_GROUP.get()
+    if active is None:
+        return t.mean()
+    import torch.distributed as dist
+
+    group, device = active
+    total = torch.stack([t.sum(), t.new_tensor(float(t.numel()))]).double().to(device)
+    dist.all_reduce(total, group=group)
+    return (total[0] / total[1]).to(t)
 
 
 def slog(x: Tensor) -> Tensor:

@@ -15,6 +15,7 @@ from vinaflow.objectives.base import (
     CRITIC_TRANSFORMS,
     JointObjective,
     Logs,
+    batch_mean,
     slog,
 )
 from vinaflow.objectives.critic import Critic
@@ -342,7 +343,7 @@ class FDivergenceObjective(JointObjective):
             x = model.generate(y_s, model.sample_latent(y_s.shape[0]).to(y_s))
             h, r = self._weight(self._log_ratio(x, y_s))
             plug_in = self.divergence.f(r).mean()
-        loss = ((h - h.mean()) * model.log_prob_standardized(x, y_s)).mean()
+        loss = ((h - batch_mean(h)) * model.log_prob_standardized(x, y_s)).mean()
         return loss, {self._plug_in_name(): float(plug_in)}
 
     def _weight(self, log_r: Tensor) -> tuple[Tensor, Tensor]:
@@ -362,7 +363,7 @@ class FDivergenceObjective(JointObjective):
             plug_in = self.divergence.f(r_q).mean()
         log_q = model.log_prob_standardized(torch.cat([x_s, x_q]), torch.cat([y_s, y_s]))
         n = x_s.shape[0]
-        loss = 0.5 * (w_p * log_q[:n]).mean() + 0.5 * ((w_q - w_q.mean()) * log_q[n:]).mean()
+        loss = 0.5 * (w_p * log_q[:n]).mean() + 0.5 * ((w_q - batch_mean(w_q)) * log_q[n:]).mean()
         return loss, {self._plug_in_name(): float(plug_in)}
 
     def _pathwise_loss(self, model: AmortizedModel, y_s: Tensor) -> tuple[Tensor, Logs]:

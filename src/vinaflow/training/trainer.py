@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from vinaflow.atomic import atomic_path
 from vinaflow.errors import ConfigError, ModelFileError, TrainingDivergedError
+from vinaflow.objectives.base import global_batch
 from vinaflow.objectives.losses import Objective
 from vinaflow.training import distributed
 from vinaflow.training.streaming import InMemoryBatches, ShardStream
@@ -726,7 +727,11 @@ class Trainer:
 
         world, group = self.ctx.world_size, self.ctx.group
         weight = (stop - start) / total
-        with distributed.sharded_latents(self.model, start, stop, total), self._autocast():
+        with (
+            distributed.sharded_latents(self.model, start, stop, total),
+            global_batch(group, self._comm_device()),
+            self._autocast(),
+        ):
             if kind == "critic":
                 loss, logs = self.objective.critic_loss(self.model, xb, yb)
             else:
