@@ -238,6 +238,20 @@ def bench_ray(n_runs: int = 8) -> dict[str, Any]:
     return out
 
 
+def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whether the paper's targets are met (NLL re-simulation error 0.02, variational 0.03)."""
+    fdiv = [r for r in rows if r["name"].startswith("fdiv")]
+    summary = {
+        "nll_target_met": any(r["name"] == "nll-inn" and r["resim_error"] <= 0.02 for r in rows),
+        "best_fdiv": min(fdiv, key=lambda r: r["resim_error"])["name"] if fdiv else None,
+        "best_fdiv_resim": min((r["resim_error"] for r in fdiv), default=None),
+    }
+    summary["fdiv_target_met"] = (
+        summary["best_fdiv_resim"] is not None and summary["best_fdiv_resim"] <= 0.03
+    )
+    return summary
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -261,32 +275,47 @@ def main() -> int:
         atomic_write_json(args.out, data)
         print(json.dumps({k: v for k, v in data["reference"].items() if k != "per_observation"}))
         return 0
-    rows = []
-    for name in [] if args.ray_only else args.only or list(CONFIGS):
-        for seed in args.seeds or [None]:
-            print(f"running {name} (seed {seed}) ...", file=sys.stderr, flush=True)
-            rows.append(bench_config(name, args.quick, seed))
-    ray_result = None
-    if not args.skip_ray:
-        try:
-            ray_result = bench_ray()
-        except ImportError:
-            print("ray not installed: skipping the scaling benchmark", file=sys.stderr)
-
-    # Keep rows of configurations not rerun this time (``--only`` runs add up).
+    # Rows of configurations not rerun this time are kept (``--only`` runs add up); the
+    # file is rewritten after every row, so an interrupted run keeps what it finished.
     previous: dict[str, Any] = {}
     if Path(args.out).is_file():
         try:
             previous = json.loads(Path(args.out).read_text())
         except json.JSONDecodeError:
             previous = {}
-    if previous.get("quick") == args.quick:
-        # rows written before seeds were recorded trained with BASE's seed, 0
-        done = {(r["name"], r.get("seed", 0)) for r in rows}
-        kept = [r for r in previous.get("rows", []) if (r["name"], r.get("seed", 0)) not in done]
-        rows = kept + rows
-        if ray_result is None:
-            ray_result = previous.get("ray_scaling")
+    if previous.get("quick") != args.quick:
+        previous = {}
+    rows: list[dict[str, Any]] = list(previous.get("rows", []))
+    ray_result = previous.get("ray_scaling")
+
+    def save() -> None:
+        atomic_write_json(
+            args.out,
+            {
+                "quick": args.quick,
+                "rows": rows,
+                "summary": _summary(rows),
+                "ray_scaling": ray_result,
+                "reference": reference,
+                "load_average": os.getloadavg(),
+                "environment": environment(),
+            },
+        )
+
+    reference = reference_stats(args.quick)
+    for name in [] if args.ray_only else args.only or list(CONFIGS):
+        for seed in args.seeds or [None]:
+            print(f"running {name} (seed {seed}) ...", file=sys.stderr, flush=True)
+            row = bench_config(name, args.quick, seed)
+            # rows written before seeds were recorded trained with BASE's seed, 0
+            key = (row["name"], row.get("seed", 0))
+            rows = [r for r in rows if (r["name"], r.get("seed", 0)) != key] + [row]
+            save()
+    if not args.skip_ray:
+        try:
+            ray_result = bench_ray()
+        except ImportError:
+            print("ray not installed: skipping the scaling benchmark", file=sys.stderr)
     head = (
         f"{'config':24} {'resim':>8} {'target':>7} {'C2ST':>6} {'W1':>6} "
         f"{'train s':>8} {'steps':>6}"
@@ -299,33 +328,14 @@ def main() -> int:
             f"{r['name']:24} {r['resim_error']:8.4f} {tgt:>7} {r['c2st']:6.3f} {r['w1']:6.3f} "
             f"{r['train_seconds']:8.1f} {r['train_steps']:6d}"
         )
-    fdiv = [r for r in rows if r["name"].startswith("fdiv")]
-    summary = {
-        "nll_target_met": any(r["name"] == "nll-inn" and r["resim_error"] <= 0.02 for r in rows),
-        "best_fdiv": min(fdiv, key=lambda r: r["resim_error"])["name"] if fdiv else None,
-        "best_fdiv_resim": min((r["resim_error"] for r in fdiv), default=None),
-    }
-    summary["fdiv_target_met"] = (
-        summary["best_fdiv_resim"] is not None and summary["best_fdiv_resim"] <= 0.03
-    )
+    summary = _summary(rows)
     print(json.dumps(summary))
     if ray_result:
         print(
             f"Ray, {ray_result['runs']} runs: 1 worker {ray_result['seconds_1_worker']:.1f}s, "
             f"2 workers {ray_result['seconds_2_worker']:.1f}s, speedup {ray_result['speedup']:.2f}x"
         )
-    atomic_write_json(
-        args.out,
-        {
-            "quick": args.quick,
-            "rows": rows,
-            "summary": summary,
-            "ray_scaling": ray_result,
-            "reference": reference_stats(args.quick),
-            "load_average": os.getloadavg(),
-            "environment": environment(),
-        },
-    )
+    save()
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
