@@ -982,6 +982,7 @@ def scaling_table() -> str:
 TABLES: dict[str, Callable[[], str]] = {
     "kinematics": kinematics_table,
     "objectives": objectives_table,
+    "robustness": lambda: objectives_table("robustness.json"),
     "ocean": ocean_table,
     "support_mismatch": support_mismatch_table,
     "heavy_tails": heavy_tails_table,
@@ -1001,6 +1002,7 @@ README_TABLES = (
     "ocean",
     "kinematics",
     "objectives",
+    "robustness",
     "peers",
     "peers_seeds",
     "support_mismatch",

@@ -484,4 +484,5 @@ GUIDANCE_TABLES: dict[str, Callable[[], str]] = {
     "choosing_gaussian": gaussian_objectives_table,
     "choosing_iresnet": variational_wins_table,
     "choosing_precision_recall": precision_recall_guidance,
+    "choosing_robustness": robustness_table,
 }
