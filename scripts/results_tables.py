@@ -231,6 +231,12 @@ def kinematics_table() -> str:
     return text + source_note("kinematics.json")
 
 
+def _cinn_order(name: str) -> tuple[int, int]:
+    """Rows by steps (``cinn-nll`` before ``cinn-nll-8000``), maximum likelihood first."""
+    tail = name[len(name.rstrip("0123456789-")) :]
+    return (int(tail.lstrip("-") or 0), 0 if name.startswith("cinn-nll") else 1)
+
+
 def kinematics_cinn_table() -> str:
     """The conditional-INN rows of ``kinematics.json`` (``--seeds``), over seeds, with the
     variational members paired by seed against maximum likelihood."""
@@ -239,9 +245,10 @@ def kinematics_cinn_table() -> str:
     for r in k["rows"]:
         if r["name"].startswith("cinn-"):
             by.setdefault(r["name"], {})[int(r.get("seed", 0))] = r
-    nll = by.get("cinn-nll", {})
     rows = []
-    for name, seeds in by.items():
+    for name, seeds in sorted(by.items(), key=lambda kv: _cinn_order(kv[0])):
+        # maximum likelihood at the same number of steps
+        nll = by.get("cinn-nll" + name[len(name.rstrip("0123456789-")) :], {})
         order = sorted(seeds)
         cells = [seeds[s] for s in order]
         row = [
@@ -254,7 +261,7 @@ def kinematics_cinn_table() -> str:
             f"{np.mean([c['train_seconds'] for c in cells]):.0f}",
         ]
         common = [s for s in order if s in nll]
-        if name != "cinn-nll" and len(common) >= 2:
+        if not name.startswith("cinn-nll") and len(common) >= 2:
             ratio = seed_interval([seeds[s]["resim_error"] / nll[s]["resim_error"] for s in common])
             diff = seed_interval([seeds[s]["c2st"] - nll[s]["c2st"] for s in common])
             row += [
@@ -278,9 +285,14 @@ def kinematics_cinn_table() -> str:
     some = next(iter(by.values()))
     first = some[min(some)]
     budget = first["config"]["problem"]["num_simulations"]
+    steps = sorted(
+        {c["config"]["training"]["steps"] for seeds in by.values() for c in seeds.values()}
+    )
     text = (
         f"Conditional INNs at one budget for every objective: {_k(budget)} simulations, batch "
-        f"{first['config']['training']['batch_size']}, {first['train_steps']:,} model steps; "
+        f"{first['config']['training']['batch_size']}, "
+        f"{' or '.join(f'{n:,}' for n in steps)} model steps (every row compared with "
+        "maximum likelihood at its own number of steps); "
         f"{first['num_observations']} held-out observations with {first['num_samples']} "
         f"samples each against the rejection-ABC ground truth. Per seed the metric is the "
         f"mean over the observations; {INTERVAL_NOTE} over seeds. The ratio and the "
@@ -481,8 +493,10 @@ def pr_label(params: dict[str, Any]) -> str:
     return "NLL" if params["objective"] == "nll" else f"λ = {params['lam']:g}"
 
 
-def precision_recall_table() -> str:
-    g = load("generative.json")["precision-recall"]["rows"]
+def precision_recall_table(study: str = "precision-recall") -> str:
+    """A precision-recall study of ``generative.json``: ``precision-recall`` (the target it
+    was designed on) or ``precision-recall-rings`` (one it was not)."""
+    g = load("generative.json")[study]["rows"]
     head = [""] + [pr_label(r["params"]) for r in g]
     metrics = ("precision", "recall", "w1")
     rows = [[m] + [ci(study_stat(r, m)) for r in g] for m in metrics]
@@ -981,6 +995,7 @@ def scaling_table() -> str:
 
 TABLES: dict[str, Callable[[], str]] = {
     "kinematics": kinematics_table,
+    "kinematics_cinn": kinematics_cinn_table,
     "objectives": objectives_table,
     "robustness": lambda: objectives_table("robustness.json"),
     "ocean": ocean_table,
@@ -1001,6 +1016,7 @@ TABLES: dict[str, Callable[[], str]] = {
 README_TABLES = (
     "ocean",
     "kinematics",
+    "kinematics_cinn",
     "objectives",
     "robustness",
     "peers",

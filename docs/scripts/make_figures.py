@@ -59,7 +59,8 @@ def _save(fig: Any, name: str) -> None:
 
 def figure_kinematics(plt: Any) -> None:
     k = load("kinematics.json")
-    rows = k["rows"]
+    # one run per joint-INN configuration; the conditional INNs over seeds have their table
+    rows = [r for r in k["rows"] if not r["name"].startswith("cinn-")]
     names = [r["name"] for r in rows]
     fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
     ax = axes[0]
