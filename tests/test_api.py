@@ -190,10 +190,11 @@ def test_fit_on_small_data_validates_every_epoch() -> None:
     # steps would see 100 epochs between validations; fit validates each epoch instead
     # and waits the same 2,000 steps (1,000 validations) without improvement.
     x, y = _simulations(400)
-    post = vinaflow.fit(x, y, max_seconds=60, blocks=1, hidden=8, progress=False)
+    # about 20 s alone; the time cap is only a guard (a loaded CI machine may take 3x)
+    post = vinaflow.fit(x, y, max_seconds=600, blocks=1, hidden=8, progress=False)
     res = post.train_result
     assert res.history["val_step"][:3] == [2, 4, 6]
-    assert res.stopped == "early_stopping" and res.train_seconds < 60
+    assert res.stopped == "early_stopping"
     best = int(np.argmin(res.history["val_loss"]))
     assert len(res.history["val_loss"]) - 1 - best == 1000
 
