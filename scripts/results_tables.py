@@ -721,7 +721,8 @@ def peers_seeds_table() -> str:
                 row.append("-")
                 continue
             iv = seed_interval([seeds[k]["c2st"] for k in sorted(seeds)])
-            row.append(f"{ci(iv)} ({len(seeds)})")
+            # one seed has no interval, and ci says so itself
+            row.append(ci(iv) if len(seeds) == 1 else f"{ci(iv)} ({len(seeds)})")
         target = C2ST_TARGETS.get((task, budget))
         mine = by.get(DEFAULT_PEER, {})
         if target is None or not mine:
