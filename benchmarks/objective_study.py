@@ -148,7 +148,7 @@ def run_cell(
     ``steps`` (development runs on a loaded machine) fixes the number of model updates
     instead; the study itself leaves it ``None`` so that the wall clock binds.
     ``contamination`` is the fraction of pairs whose parameters :func:`contaminate`
-    replaces (``benchmarks/robustness.py``); the references stay the clean posteriors.
+    replaces (``--contamination``); the references stay the clean posteriors.
     """
     x, y = simulations(task, NUM_SIMULATIONS, seed)
     if contamination:

@@ -231,10 +231,15 @@ def kinematics_table() -> str:
     return text + source_note("kinematics.json")
 
 
+def _steps_suffix(name: str) -> str:
+    """``-8000`` of ``cinn-fdiv-kl-8000``; empty for the default-steps rows."""
+    return name[len(name.rstrip("0123456789-")) :]
+
+
 def _cinn_order(name: str) -> tuple[int, int]:
     """Rows by steps (``cinn-nll`` before ``cinn-nll-8000``), maximum likelihood first."""
-    tail = name[len(name.rstrip("0123456789-")) :]
-    return (int(tail.lstrip("-") or 0), 0 if name.startswith("cinn-nll") else 1)
+    steps = int(_steps_suffix(name).lstrip("-") or 0)
+    return (steps, 0 if name.startswith("cinn-nll") else 1)
 
 
 def kinematics_cinn_table() -> str:
@@ -248,7 +253,7 @@ def kinematics_cinn_table() -> str:
     rows = []
     for name, seeds in sorted(by.items(), key=lambda kv: _cinn_order(kv[0])):
         # maximum likelihood at the same number of steps
-        nll = by.get("cinn-nll" + name[len(name.rstrip("0123456789-")) :], {})
+        nll = by.get("cinn-nll" + _steps_suffix(name), {})
         order = sorted(seeds)
         cells = [seeds[s] for s in order]
         row = [
@@ -735,10 +740,9 @@ def peers_seeds_table() -> str:
             common = sorted(set(mine) & set(by.get(m, {}))) if m != DEFAULT_PEER else []
             if len(common) >= 2:
                 d = seed_interval([mine[k]["c2st"] - by[m][k]["c2st"] for k in common])
-                word = {"met": "lower", "not met": "higher", "within noise": "within noise"}
                 paired.append(
                     f"{task} at {budget:,} minus `{m}`: {ci(d)} over seeds "
-                    f"{_listing(common)} ({word[target_verdict(d, 0.0)]})"
+                    f"{_listing(common)} ({_versus(d)})"
                 )
     s = p["settings"]
     sbi = p.get("environment", {}).get("sbi")

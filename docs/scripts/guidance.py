@@ -136,37 +136,6 @@ def objective_study_table() -> str:
     )
 
 
-def robustness_table() -> str:
-    """Contaminated simulations (``robustness.json``): C2ST against the clean posterior."""
-    study = _load("robustness.json")
-    s, summary = study["settings"], study["summary"]
-    tasks, names = s["tasks"], list(s["objectives"])
-    head = ["objective", *tasks, *(f"minus `nll`, {t}" for t in tasks)]
-    rows, lines = [], []
-    for n in names:
-        cells = [summary[f"{t}/{n}"] for t in tasks]
-        diffs = [_ci(c["c2st_minus_nll"]) if c.get("c2st_minus_nll") else "-" for c in cells]
-        rows.append([f"`{n}`", *(_ci(c["c2st"]) for c in cells), *diffs])
-    for t in tasks:
-        nll = summary[f"{t}/nll"]["c2st"]
-        for n in names:
-            if n == "nll":
-                continue
-            c = summary[f"{t}/{n}"]["c2st"]
-            lines.append(f"- {t}: `{n}` {_ci(c)} is {_compare(c, nll)} `nll` {_ci(nll)}.")
-    text = (
-        f"{s['contamination']:.0%} of the {s['num_simulations']:,} training pairs have their "
-        "parameters replaced by independent prior draws (their observations belong to other "
-        "parameters, as after failed or mislabelled simulator runs); every posterior is "
-        "scored against the clean reference posterior of sbibm. Conditional INN (affine "
-        f"couplings), batch {s['batch_size']}, {s['max_seconds_per_cell']:g} s of training "
-        f"per cell on one thread, seeds {', '.join(map(str, s['seeds']))}, none used to "
-        f"tune; C2ST at {s['observations']} observations, {INTERVALS}; the difference to "
-        "`nll` is paired by seed (the same contaminated simulations). Lower is better.\n\n"
-    )
-    return text + _table(head, rows) + "\n" + "\n".join(lines) + "\n" + _source("robustness.json")
-
-
 # -- the joint INN and the sbibm peers ----------------------------------------------------
 
 
@@ -484,5 +453,4 @@ GUIDANCE_TABLES: dict[str, Callable[[], str]] = {
     "choosing_gaussian": gaussian_objectives_table,
     "choosing_iresnet": variational_wins_table,
     "choosing_precision_recall": precision_recall_guidance,
-    "choosing_robustness": robustness_table,
 }
