@@ -11,9 +11,11 @@ import yaml
 from torch.distributions import Independent, Normal
 
 from vinaflow.config import (
+    DEFAULT_CONFIG,
     EVALUATION_KEYS,
     MODEL_KEYS,
     OBJECTIVE_KEYS,
+    SPLINE_NLL_CINN_DEFAULTS,
     TRAINING_TYPES,
     apply_overrides,
     default_arch,
@@ -71,6 +73,32 @@ def test_default_architecture_follows_kind_objective_and_settings() -> None:
     net = ConditionalINN(dim_x=2, dim_y=1, **{k: v for k, v in cfg.items() if k != "kind"})
     kinds = {type(m).__name__ for m in net.modules()}
     assert "SplineCoupling" in kinds and "AffineCoupling" not in kinds
+
+
+def test_spline_nll_cinn_gets_its_own_width_and_learning_rate() -> None:
+    def resolved(raw: dict) -> tuple[int, float | None]:
+        cfg = resolve_config(raw)
+        return cfg["model"]["hidden"], cfg["training"].get("lr")
+
+    narrow = (SPLINE_NLL_CINN_DEFAULTS["model"]["hidden"],
+              SPLINE_NLL_CINN_DEFAULTS["training"]["lr"])  # fmt: skip
+    assert narrow == (64, 5e-4)
+    untimed = {"training": {"max_seconds": None}}  # trains to its stopping rule
+    assert resolved(untimed) == narrow
+    assert resolved({**untimed, "model": {"arch": "spline"}}) == narrow
+    # what the config sets is kept, one setting at a time
+    assert resolved({**untimed, "model": {"hidden": 128}}) == (128, 5e-4)
+    assert resolved({"training": {"max_seconds": None, "lr": 1e-3}}) == (64, 1e-3)
+    # under a time budget (DEFAULT_CONFIG has one) the trainer's own rate
+    assert resolved({}) == (64, None)
+    # other architectures, kinds and objectives keep DEFAULT_CONFIG's width and the
+    # trainer's own learning rate
+    wide = (DEFAULT_CONFIG["model"]["hidden"], None)
+    assert resolved({"model": {"arch": "coupling"}}) == wide
+    assert resolved({"model": {"kind": "inn"}}) == wide
+    assert resolved({"objective": {"name": "fdiv", "divergence": "kl"}}) == wide
+    hybrid = {"name": "nll", "terms": [{"name": "fdiv", "divergence": "kl", "weight": 0.5}]}
+    assert resolved({"objective": hybrid}) == wide
 
 
 def test_overrides_parse_yaml_values() -> None:

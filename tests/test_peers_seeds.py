@@ -119,15 +119,42 @@ def test_defaults_dev_tasks_are_held_out_and_diffs_are_paired_by_seed() -> None:
 
     assert DEV_TASKS and not set(DEV_TASKS) & set(TASKS)
     rows = [
-        {"task": "slcp", "seed": k, "variant": v, "c2st": c, "train_seconds": 1.0}
-        for v, cs in {"a": [0.90, 0.80, 0.85], "b": [0.88, 0.79]}.items()
+        {"task": task, "seed": k, "variant": v, "c2st": c, "train_seconds": 1.0}
+        for task, variants in {
+            "slcp": {"a": [0.90, 0.80, 0.85], "b": [0.88, 0.79]},
+            "other": {"b": [0.70, 0.60], "c": [0.65, 0.62]},
+        }.items()
+        for v, cs in variants.items()
         for k, c in enumerate(cs)
     ]
-    out = {s["variant"]: s for s in summarise(rows, ["a", "b"])}
-    assert out["b"]["seeds"] == [0, 1] and out["a"]["c2st"]["n"] == 3
-    assert out["b"]["minus_a"]["n"] == 2  # only the seeds both variants have
-    assert out["b"]["minus_a"]["mean"] == pytest.approx(-0.015)
-    assert out["a"]["minus_a"]["mean"] == 0.0
+    out = {(s["task"], s["variant"]): s for s in summarise(rows, ["a", "b", "c"])}
+    assert set(out) == {("slcp", "a"), ("slcp", "b"), ("other", "b"), ("other", "c")}
+    slcp_b = out["slcp", "b"]
+    assert slcp_b["seeds"] == [0, 1] and out["slcp", "a"]["c2st"]["n"] == 3
+    assert slcp_b["baseline"] == "a" and slcp_b["minus_baseline"]["n"] == 2  # seeds both have
+    assert slcp_b["minus_baseline"]["mean"] == pytest.approx(-0.015)
+    assert out["slcp", "a"]["minus_baseline"]["mean"] == 0.0
+    # a task without the first variant is paired against its own first one
+    assert out["other", "c"]["baseline"] == "b"
+    assert out["other", "c"]["minus_baseline"]["mean"] == pytest.approx(-0.015)
+
+
+def test_fresh_dev_instances_are_not_the_reported_ones() -> None:
+    """``task@fresh`` scores against new observations with exact-posterior samples."""
+    from benchmarks.peers.defaults_dev import references
+    from benchmarks.peers.tasks import make_task
+
+    refs = references("gaussian_linear@fresh", 3, Path("unused"))
+    task = make_task("gaussian_linear")
+    for r in refs:
+        mean, var = task.posterior_moments(torch.as_tensor(r.observation))
+        assert r.samples.shape == (10_000, 10)
+        np.testing.assert_allclose(r.samples.mean(0), mean.numpy(), atol=0.02)
+        np.testing.assert_allclose(r.samples.var(0), var, rtol=0.06)
+    # FRESH_SEED fixes the instances: every call (and every variant) gets the same ones
+    again = references("gaussian_linear@fresh", 3, Path("unused"))
+    for a, b in zip(refs, again, strict=True):
+        assert np.array_equal(a.observation, b.observation)
 
 
 def test_sbibm_classifier_scores_the_same_samples(

@@ -31,10 +31,12 @@ numbers. A seed's C2ST is the mean over the observations. Methods:
 - ``vinaflow-default``: ``vinaflow.fit(x, y)`` with no model or objective options, its
   own defaults and stopping rule (no time cap unless ``--max-seconds``, no step cap unless
   ``--steps`` is given);
+- ``vinaflow-spline128``: the same with ``hidden=128, lr=1e-3`` (``fit``'s spline cINN
+  before it was narrowed);
 - ``vinaflow-affine``: the same with ``arch="coupling"`` (affine couplings, ``fit``'s
   default before rational-quadratic splines), validated every 200 steps as its rows were;
-- ``vinaflow-every200``: the default validated every 200 steps with a patience of 10
-  validations (``fit``'s rule before it validated once per epoch on small data);
+- ``vinaflow-every200``: ``vinaflow-spline128`` validated every 200 steps with a patience
+  of 10 validations (``fit``'s rule before it validated once per epoch on small data);
 - ``inn-mmd``: an Ardizzone-style INN trained with MMD, built from vinaflow's blocks;
 - ``nll-cinn``, ``fdiv-kl``, ``fdiv-js``, ``sinkhorn``: vinaflow's objectives, trained
   for ``--max-seconds`` (default 240 s, ``--quick`` 12 s) or ``--steps`` (100,000);
@@ -95,7 +97,8 @@ __all__ = [
 #: ``vinaflow.fit`` arguments of each method (model kind, objective, objective settings).
 VINAFLOW_METHODS: dict[str, dict[str, Any]] = {
     "inn-mmd": {"model": "inn", "objective": "mmd"},
-    "nll-cinn": {"model": "cinn", "objective": "nll"},
+    # affine couplings, fit's default when its rows (peers.json) were run
+    "nll-cinn": {"model": "cinn", "objective": "nll", "arch": "coupling"},
     "fdiv-kl": {"model": "inn", "objective": "kl"},
     "fdiv-js": {"model": "inn", "objective": "js"},
     "sinkhorn": {"model": "inn", "objective": "sinkhorn", "blur": 0.05},
@@ -111,14 +114,17 @@ SBI_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: ``vinaflow.fit(x, y)`` with no model or objective options: its own defaults and stopping.
 DEFAULT_METHOD = "vinaflow-default"
+#: ``fit``'s default spline cINN before it was narrowed (``SPLINE_NLL_CINN_DEFAULTS``).
+SPLINE128 = {"hidden": 128, "lr": 1e-3}
 #: Methods on ``fit``'s own stopping rule (no time or step cap unless asked): the default
-#: and its options. ``vinaflow-affine`` is the default with affine couplings, ``fit``'s
-#: default architecture before spline couplings.
+#: and earlier defaults, each with the options that reproduce it now.
 DEFAULT_RULE_METHODS: dict[str, dict[str, Any]] = {
     DEFAULT_METHOD: {},
-    # fit's validation rule before it validated once per epoch on small data
+    "vinaflow-spline128": SPLINE128,
+    # affine couplings and fit's validation rule before it validated once per epoch on
+    # small data
     "vinaflow-affine": {"arch": "coupling", "val_every": 200, "patience": 10},
-    "vinaflow-every200": {"val_every": 200, "patience": 10},
+    "vinaflow-every200": {**SPLINE128, "val_every": 200, "patience": 10},
 }
 METHODS = (*SBI_METHODS, *DEFAULT_RULE_METHODS, *VINAFLOW_METHODS)
 # Published NPE C2ST per (task, budget), the mean over sbibm's 10 observations. The
@@ -387,16 +393,20 @@ NOTES = {
     "over seeds with a Student-t interval (ddof=1, vinaflow.evaluation.intervals.seed_interval)",
     "stopping": "sbi methods (sbi-npe: NPE with MAF, sbi-nsf: NPE with NSF, sbi-fmpe: FMPE) "
     "stop on their own early-stopping schedule (no time cap; sbi_max_epochs if set); "
-    "vinaflow-default and vinaflow-affine stop on vinaflow.fit's own rule (validation "
+    "vinaflow-default, vinaflow-spline128, vinaflow-affine and vinaflow-every200 stop on "
+    "vinaflow.fit's own rule (validation "
     "patience, at most 20,000 steps) with no time cap unless default_max_seconds is set; "
     "the other vinaflow methods train for vinaflow_max_seconds or vinaflow_steps",
     "affine": "vinaflow-affine is vinaflow.fit(x, y, arch='coupling'); its rows written before "
     "spline couplings became fit's default architecture were run as vinaflow-default (the same "
     "call then)",
-    "every200": "vinaflow-every200 is vinaflow.fit(x, y, val_every=200, patience=10), fit's "
-    "early stopping before it validated once per epoch (20 epochs of patience) when an epoch "
-    "is shorter than 200 steps; its rows written before that change were run as "
-    "vinaflow-default (the same call then)",
+    "every200": "vinaflow-every200 is vinaflow.fit(x, y, hidden=128, lr=1e-3, val_every=200, "
+    "patience=10), fit's early stopping before it validated once per epoch (20 epochs of "
+    "patience) when an epoch is shorter than 200 steps; its rows written before that change "
+    "were run as vinaflow-default (the same call then)",
+    "spline128": "vinaflow-spline128 is vinaflow.fit(x, y, hidden=128, lr=1e-3), fit's default "
+    "before the spline cINN was narrowed to 64 units and learning rate 5e-4; its rows "
+    "written before that change were run as vinaflow-default (the same call then)",
     "validation": "vinaflow methods hold out a tenth of the rows (at most 2,000); sbi its "
     "default tenth",
 }
