@@ -178,14 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     ppc: dict[str, list[dict[str, float]]] = {}
     for task in args.tasks:
         refs = references(task, args.observations, wheel)
-        problem = make_task(task.removesuffix(FRESH))
+        name = task.removesuffix(FRESH)
+        seed_offset = FRESH_SEED if name != task else 0
+        problem = make_task(name)
         # the simulator agrees with sbibm's reference posteriors (as in the peers run)
         ppc[task] = [posterior_predictive_check(problem, r.samples, r.observation) for r in refs]
         obs = np.stack([r.observation for r in refs]).astype(np.float32)
         for seed in args.seeds:
-            x, y = simulations(
-                task.removesuffix(FRESH), args.budget, seed + (FRESH_SEED if FRESH in task else 0)
-            )
+            x, y = simulations(name, args.budget, seed + seed_offset)
             for v in args.variants:
                 if (task, seed, v) in done:
                     continue
