@@ -818,10 +818,20 @@ def defaults_dev_table() -> str:
     """Candidate defaults of ``vinaflow.fit`` on the held-out development task(s), from
     ``defaults_dev.json`` (``benchmarks.peers.defaults_dev``)."""
     p = load("defaults_dev.json")
-    rows = []
+    rows, against = [], []
     for e in p["summary"]:
         base, d = e["baseline"], e["minus_baseline"]
-        options = ", ".join(f"{k}={v}" for k, v in p["variants"][e["variant"]].items())
+        spec = p["variants"][e["variant"]]
+        if "sbi" in spec:  # one of sbi's estimators, beside fit's variants
+            cls, kwargs = spec["sbi"]
+            args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+            options = f"sbi {p['environment']['sbi']} {cls}({args})"
+            against.append(
+                f"{e['task']}: `spline_narrow` minus `{e['variant']}` "
+                f"{ci(e['default_minus'])} ({_versus(e['default_minus'])})"
+            )
+        else:
+            options = ", ".join(f"{k}={v}" for k, v in spec.items())
         verdict = "-" if e["variant"] == base else target_verdict(d, 0.0)
         word = {"met": "better", "not met": "worse"}.get(verdict, verdict)
         rows.append([
@@ -842,7 +852,13 @@ def defaults_dev_table() -> str:
     )
     head = ["task", "variant", "`vinaflow.fit` options", "seeds", "C2ST",
             "minus the baseline, paired", "verdict", "train s (mean)"]  # fmt: skip
-    return text + table(head, rows) + source_note("defaults_dev.json")
+    tail = ""
+    if against:
+        tail = (
+            "\nfit's default (`spline_narrow`) against sbi's estimators on the same simulations, "
+            "paired by seed: " + "; ".join(against) + ".\n"
+        )
+    return text + table(head, rows) + tail + source_note("defaults_dev.json")
 
 
 def speed_table() -> str:

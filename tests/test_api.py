@@ -228,7 +228,7 @@ def test_fit_on_small_data_validates_every_epoch() -> None:
         ({"max_seconds": -1}, ConfigError, "max_seconds must be a finite number > 0"),
         ({"validation_fraction": 1.5}, ConfigError, r"validation_fraction must be in \[0, 1\)"),
         ({"simulator": _linear_simulator}, ConfigError, "prior must be a torch.distributions"),
-        ({"prior": Normal(0.0, 1.0)}, ConfigError, "need simulator="),
+        ({"prior": Normal(0.0, 1.0)}, ConfigError, "num_simulations needs simulator="),
     ],
 )
 def test_bad_inputs_name_the_argument(kwargs: dict, error: type, message: str) -> None:
@@ -246,7 +246,7 @@ def test_bad_inputs_name_the_argument(kwargs: dict, error: type, message: str) -
 
 def test_fit_with_simulator_and_arrays_is_refused() -> None:
     x, y = _simulations(50)
-    with pytest.raises(ConfigError, match="either arrays x and y, or simulator="):
+    with pytest.raises(ConfigError, match=r"either arrays x and y \(and optionally prior=\)"):
         vinaflow.fit(x, y, simulator=PROBLEM, num_simulations=50)
 
 

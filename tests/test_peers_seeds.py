@@ -139,6 +139,31 @@ def test_defaults_dev_tasks_are_held_out_and_diffs_are_paired_by_seed() -> None:
     assert out["other", "c"]["minus_baseline"]["mean"] == pytest.approx(-0.015)
 
 
+def test_dev_default_variant_is_fits_default_and_peers_are_compared_with_it() -> None:
+    from benchmarks.peers.defaults_dev import DEFAULT_VARIANT, PEERS, VARIANTS, summarise
+
+    from vinaflow.config import SPLINE_NLL_CINN_DEFAULTS
+
+    pinned = VARIANTS[DEFAULT_VARIANT]
+    for section in SPLINE_NLL_CINN_DEFAULTS.values():
+        assert all(pinned[k] == v for k, v in section.items())
+    assert pinned["arch"] == "spline" and "sbi-nsf" in PEERS
+    rows = [
+        {"task": "slcp", "seed": k, "variant": v, "c2st": c, "train_seconds": 1.0}
+        for v, cs in {
+            "constant": [0.9, 0.9],
+            DEFAULT_VARIANT: [0.8, 0.85],
+            "sbi-nsf": [0.82, 0.9],
+        }.items()
+        for k, c in enumerate(cs)
+    ]
+    out = {s["variant"]: s for s in summarise(rows, ["constant", DEFAULT_VARIANT, "sbi-nsf"])}
+    # the default minus the peer, paired by seed: (0.8 - 0.82 + 0.85 - 0.9) / 2
+    assert out["sbi-nsf"]["default_minus"]["mean"] == pytest.approx(-0.035)
+    assert out["constant"]["default_minus"]["mean"] == pytest.approx(-0.075)
+    assert "default_minus" not in out[DEFAULT_VARIANT]
+
+
 def test_fresh_dev_instances_are_not_the_reported_ones() -> None:
     """``task@fresh`` scores against new observations with exact-posterior samples."""
     from benchmarks.peers.defaults_dev import references

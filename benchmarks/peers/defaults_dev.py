@@ -10,7 +10,9 @@ against sbibm's reference samples) and seeds machinery::
     python -m benchmarks.peers.defaults_dev --variants constant small ensemble3 --seeds 0 1
 
 Each variant is a set of ``vinaflow.fit`` options on top of no options at all
-(:data:`VARIANTS`); every variant of a seed trains on the same simulations. The results
+(:data:`VARIANTS`), or one of sbi's estimators (:data:`PEERS`, as the peers benchmark runs
+them), so that a candidate is measured against the tools it has to beat on the same
+development cases; every variant of a seed trains on the same simulations. The results
 file (``benchmarks/results/defaults_dev.json``) is rewritten atomically after every cell,
 and ``--resume`` keeps the cells it holds; the summary is the mean C2ST over seeds with a
 95% interval and the difference to the task's baseline (its first variant) paired by seed.
@@ -28,7 +30,7 @@ import numpy as np
 import torch
 
 import vinaflow
-from benchmarks.peers.run import _environment, _score, simulations
+from benchmarks.peers.run import SBI_METHODS, _environment, _score, run_sbi, simulations
 from benchmarks.peers.sbibm_reference import TASKS, ReferenceObservation, find_wheel, load_task
 from benchmarks.peers.tasks import make_task, posterior_predictive_check
 from vinaflow.atomic import atomic_write_json
@@ -79,13 +81,22 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "spline_narrow": {**SPLINE_WIDE, "hidden": 64, "lr": 5e-4},
 }
 
+#: The variant that is ``fit``'s default now (checked by the tests against
+#: ``vinaflow.config``): every other variant of a task is also compared with it.
+DEFAULT_VARIANT = "spline_narrow"
+
+#: sbi's estimators, run as :func:`benchmarks.peers.run.run_sbi` runs them (its defaults and
+#: early stopping); never a baseline for the paired diffs unless listed first.
+PEERS = tuple(SBI_METHODS)
+assert not set(PEERS) & set(VARIANTS)
+
 OUT = Path(__file__).resolve().parents[1] / "results" / "defaults_dev.json"
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="*", default=list(DEV_TASKS), choices=DEV_TASKS)
-    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=[*VARIANTS, *PEERS])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=10_000)
     p.add_argument("--observations", type=int, default=5, help="sbibm observations scored")
@@ -97,8 +108,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def summarise(rows: list[dict[str, Any]], variants: list[str]) -> list[dict[str, Any]]:
-    """Per (task, variant): C2ST over seeds, and minus the task's baseline (the first of
-    ``variants`` that the task has rows of), paired by seed."""
+    """Per (task, variant): C2ST over seeds, minus the task's baseline (the first of
+    ``variants`` that the task has rows of), and :data:`DEFAULT_VARIANT` minus it, paired
+    by seed."""
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         by = {v: {r["seed"]: r for r in rows if r["task"] == task and r["variant"] == v}
@@ -119,13 +131,20 @@ def summarise(rows: list[dict[str, Any]], variants: list[str]) -> list[dict[str,
                     [mine[k]["c2st"] - base[k]["c2st"] for k in common]
                 ),
             })  # fmt: skip
+            default = by.get(DEFAULT_VARIANT) or {}
+            paired = sorted(set(mine) & set(default))
+            if v != DEFAULT_VARIANT and paired:
+                out[-1]["default_minus"] = seed_interval(
+                    [default[k]["c2st"] - mine[k]["c2st"] for k in paired]
+                )
     return out
 
 
 def _present(rows: list[dict[str, Any]]) -> list[str]:
-    """The variants the rows hold, in :data:`VARIANTS` order (its first is the baseline)."""
+    """The variants the rows hold, in :data:`VARIANTS` order then :data:`PEERS` (the first
+    is the baseline)."""
     held = {r["variant"] for r in rows}
-    return [v for v in VARIANTS if v in held]
+    return [v for v in (*VARIANTS, *PEERS) if v in held]
 
 
 def _settings(settings: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -161,6 +180,45 @@ def references(task: str, n: int, wheel: Path) -> list[ReferenceObservation]:
     ]
 
 
+def _run_variant(
+    v: str, x: np.ndarray, y: np.ndarray, obs: np.ndarray, n: int, seed: int,
+    refs: list[ReferenceObservation],
+) -> dict[str, Any]:  # fmt: skip
+    post = vinaflow.fit(
+        x, y, seed=seed, validation_fraction=min(0.1, 2000 / len(x)), progress=False,
+        **VARIANTS[v],
+    )  # fmt: skip
+    samples = [
+        post.sample(torch.as_tensor(o), n, seed=seed + i)[0].numpy().astype(np.float64)
+        for i, o in enumerate(obs)
+    ]
+    scores = _score(samples, refs, n, seed)
+    # an ensemble's history is the list of its members' histories
+    res = post.train_result if isinstance(post.train_result, list) else [post.train_result]
+    return {
+        "options": VARIANTS[v],
+        "c2st": float(np.mean(scores)), "c2st_per_observation": scores,
+        "train_seconds": float(sum(m.train_seconds for m in res)),
+        "train_steps": int(sum(m.steps for m in res)),
+        "stopped": ", ".join(str(m.stopped) for m in res),
+    }  # fmt: skip
+
+
+def _run_peer(
+    task: str, v: str, x: np.ndarray, y: np.ndarray, obs: np.ndarray, n: int, seed: int,
+    refs: list[ReferenceObservation],
+) -> dict[str, Any]:  # fmt: skip
+    out = run_sbi(task, x, y, obs, n, None, seed, method=v)
+    scores = _score(out["samples"], refs, n, seed)
+    return {
+        "options": {"sbi": list(SBI_METHODS[v])},
+        "c2st": float(np.mean(scores)), "c2st_per_observation": scores,
+        "train_seconds": float(out["train_seconds"]),
+        "train_epochs": out.get("train_epochs"),
+        "stopped": "sbi's early stopping",
+    }  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     torch.set_num_threads(1)
@@ -190,39 +248,22 @@ def main(argv: list[str] | None = None) -> int:
                 if (task, seed, v) in done:
                     continue
                 t0 = time.perf_counter()
-                post = vinaflow.fit(
-                    x, y, seed=seed, validation_fraction=min(0.1, 2000 / len(x)),
-                    progress=False, **VARIANTS[v],
-                )  # fmt: skip
-                samples = [
-                    post.sample(torch.as_tensor(o), args.c2st_samples, seed=seed + i)[0]
-                    .numpy()
-                    .astype(np.float64)
-                    for i, o in enumerate(obs)
-                ]
-                scores = _score(samples, refs, args.c2st_samples, seed)
-                # an ensemble's history is the list of its members' histories
-                res = (
-                    post.train_result
-                    if isinstance(post.train_result, list)
-                    else [post.train_result]
-                )
-                rows.append({
-                    "task": task, "seed": seed, "variant": v, "options": VARIANTS[v],
-                    "c2st": float(np.mean(scores)), "c2st_per_observation": scores,
-                    "train_seconds": float(sum(m.train_seconds for m in res)),
-                    "train_steps": int(sum(m.steps for m in res)),
-                    "stopped": ", ".join(str(m.stopped) for m in res),
-                    "wall_seconds": time.perf_counter() - t0,
-                })  # fmt: skip
-                r = rows[-1]
+                if v in PEERS:
+                    rows.append(_run_peer(name, v, x, y, obs, args.c2st_samples, seed, refs))
+                else:
+                    rows.append(_run_variant(v, x, y, obs, args.c2st_samples, seed, refs))
+                r = rows[-1] = {"task": task, "seed": seed, "variant": v, **rows[-1]}
+                r["wall_seconds"] = time.perf_counter() - t0
+                length = r.get("train_steps", r.get("train_epochs"))
+                unit = "steps" if "train_steps" in r else "epochs"
                 print(
-                    f"{task:8s} seed {seed} {v:10s} C2ST {r['c2st']:.3f}  steps "
-                    f"{r['train_steps']:6d} ({r['stopped']})  train {r['train_seconds']:.0f} s",
+                    f"{task:8s} seed {seed} {v:10s} C2ST {r['c2st']:.3f}  {length} {unit} "
+                    f"({r['stopped']})  train {r['train_seconds']:.0f} s",
                     flush=True,
                 )
                 atomic_write_json(args.out, {
-                    "settings": _settings(settings, rows), "variants": VARIANTS,
+                    "settings": _settings(settings, rows),
+                    "variants": {**VARIANTS, **{p: {"sbi": list(SBI_METHODS[p])} for p in PEERS}},
                     "summary": summarise(rows, _present(rows)),
                     "posterior_predictive_check": ppc, "rows": rows, "environment": env,
                 })  # fmt: skip

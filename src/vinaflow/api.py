@@ -34,6 +34,7 @@ from vinaflow.evaluation.posterior import score_against_reference, score_posteri
 from vinaflow.models import (
     MODEL_KINDS,
     AmortizedModel,
+    BoxSupport,
     EnsemblePosterior,
     Posterior,
     as_observations,
@@ -205,17 +206,23 @@ def _simulation_problem(simulator: Any, prior: Any) -> Problem:
             "fit: simulator must be a callable simulate(x: Tensor (n, dim_x)) -> (n, dim_y) "
             f"or a vinaflow Problem, got {type(simulator).__name__}"
         )
+    return SimulatorProblem(simulator, _check_prior(prior))
+
+
+def _check_prior(prior: Any, dim_x: int | None = None) -> Distribution:
+    """``prior`` if it is a distribution with event shape ``(dim_x,)``, else a ConfigError."""
     if not isinstance(prior, Distribution):
         raise ConfigError(
             "fit: prior must be a torch.distributions.Distribution with event shape (dim_x,) "
             f"(e.g. torch.distributions.Independent(Normal(loc, scale), 1)), got {prior!r}"
         )
-    if len(prior.event_shape) != 1:
+    if len(prior.event_shape) != 1 or dim_x not in (None, prior.event_shape[0]):
         raise ConfigError(
-            f"fit: prior must have event shape (dim_x,), got {tuple(prior.event_shape)}; wrap "
-            "a batch of scalar distributions in torch.distributions.Independent(..., 1)"
+            f"fit: prior must have event shape (dim_x,) = ({dim_x or 'dim_x'},), got "
+            f"{tuple(prior.event_shape)}; wrap a batch of scalar distributions in "
+            "torch.distributions.Independent(..., 1)"
         )
-    return SimulatorProblem(simulator, prior)
+    return prior
 
 
 def _early_stopping(training: dict[str, Any], n_train: int) -> None:
@@ -278,7 +285,14 @@ def fit(
     ``prior`` (a ``torch.distributions.Distribution`` with event shape ``(dim_x,)``) and
     ``num_simulations``, simulated reproducibly from ``seed``. ``simulator`` may also be a
     :class:`vinaflow.problems.Problem` (its own prior), which enables
-    ``noise_augmentation=True`` for problems with additive Gaussian noise.
+    ``noise_augmentation=True`` for problems with additive Gaussian noise. With arrays,
+    ``prior`` is optional and only bounds the result.
+
+    With a prior (given, or the simulator's), the posterior keeps to the prior's support
+    (:attr:`Posterior.support`, a box of per-parameter bounds): samples outside it are
+    rejected and ``log_prob`` is ``-inf`` there and renormalised inside, as sbi's
+    posteriors do; a prior whose support is not a box (a simplex) is warned about and
+    not enforced.
 
     Standardisation, the validation split (``validation_fraction`` of the rows, shuffled
     with ``seed``) and early stopping are done here. Training stops after ``steps`` updates
@@ -385,15 +399,18 @@ def fit(
 
     # Data.
     problem: Problem | None = None
-    if simulator is not None or prior is not None or num_simulations is not None:
+    support = None
+    if simulator is not None or num_simulations is not None:
         if x is not None or y is not None:
             raise ConfigError(
-                "fit: give either arrays x and y, or simulator=, prior= and num_simulations="
+                "fit: give either arrays x and y (and optionally prior=), or simulator=, "
+                "prior= and num_simulations="
             )
         if simulator is None:
-            raise ConfigError("fit: prior and num_simulations need simulator=")
+            raise ConfigError("fit: num_simulations needs simulator=")
         n = n_rows = _check_int("num_simulations", num_simulations, 20, allow_none=False)
         problem = _simulation_problem(simulator, prior)
+        support = BoxSupport.from_prior(problem.prior)
         n_val = _validation_rows(n, validation_fraction)
         if n_rounds > 1:
             y_obs = check_observation(observation, problem.dim_y, "fit: observation")
@@ -429,6 +446,8 @@ def fit(
             )
         n_rows = xt.shape[0]
         n_val = _validation_rows(n_rows, validation_fraction)
+        if prior is not None:
+            support = BoxSupport.from_prior(_check_prior(prior, xt.shape[1]))
 
         def member_data(k: int) -> Dataset:
             return dataset_from_arrays(xt, yt, n_val, seed=seed + k)
@@ -492,7 +511,9 @@ def fit(
     if n_rounds > 1:
         assert problem is not None
         check_sequential(cfg["model"]["kind"], cfg["objective"], "fit: rounds")
-        return _fit_rounds(problem, y_obs, sizes, cfg, tcfg, validation_fraction)
+        posterior = _fit_rounds(problem, y_obs, sizes, cfg, tcfg, validation_fraction)
+        posterior.support = support
+        return posterior
 
     # Model construction and training seed torch's global random state; the caller's
     # state and thread count are restored afterwards (train_members).
@@ -509,7 +530,9 @@ def fit(
         )
 
     trained = train_members(members, job)
-    return trained[0] if members == 1 else EnsemblePosterior(trained)
+    posterior = trained[0] if members == 1 else EnsemblePosterior(trained)
+    posterior.support = support
+    return posterior
 
 
 def _fit_rounds(

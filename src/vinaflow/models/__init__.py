@@ -29,6 +29,7 @@ from vinaflow.models.inn import JointINN
 from vinaflow.models.normalization import Standardizer
 from vinaflow.models.posterior import Posterior, as_observations
 from vinaflow.models.summary import EMBEDDINGS, SetSummary
+from vinaflow.models.support import BoxSupport
 from vinaflow.settings import Setting, signature_settings
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "EMBEDDINGS",
     "MODEL_KINDS",
     "AmortizedModel",
+    "BoxSupport",
     "ConditionalINN",
     "ContinuousFlow",
     "Encoding",

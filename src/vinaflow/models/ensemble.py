@@ -39,9 +39,9 @@ from vinaflow.errors import ConfigError, DataError, ModelFileError
 from vinaflow.models.posterior import (
     NoDensityError,
     Posterior,
-    as_observations,
     register_folder_loader,
 )
+from vinaflow.models.support import read_support, write_support
 
 __all__ = ["ENSEMBLE_FILE", "MAX_MEMBERS", "EnsemblePosterior", "member_dir"]
 
@@ -176,16 +176,13 @@ class EnsemblePosterior(Posterior):
             out[mask] = draws[rows[mask], rank[mask]]
         return out
 
-    @torch.no_grad()
-    def log_prob(self, x: Any, y: Any = None) -> Tensor:
-        """Mixture density ``log sum_k w_k q_k(x | y)`` for ``x`` ``(n, dim_x)``."""
+    def _log_density(self, xs: Tensor, obs: Tensor) -> Tensor:
+        """Mixture density ``log sum_k w_k q_k(x | y)`` for checked rows."""
         if not self.has_log_prob:
             kinds = sorted({p.model.kind for p in self.members if not p.has_log_prob})
             raise NoDensityError(
                 f"log_prob: ensemble members of kind {kinds} have no tractable density"
             )
-        xs = as_observations(x, self.dim_x, name="x")
-        obs = self._observations(y)
         per_member = torch.stack([p.log_prob(xs, obs).double() for p in self.members], 1)
         # float64 keeps the mixture of members that disagree by hundreds of nats exact
         return torch.logsumexp(per_member + self.weights.double().log(), 1).float()
@@ -204,6 +201,7 @@ class EnsemblePosterior(Posterior):
         directory.mkdir(parents=True, exist_ok=True)
         for k, p in enumerate(self.members):
             p.save(directory / member_dir(k))
+        write_support(directory, self.support)
         # written last: a folder is an ensemble only once every member is in place
         atomic_write_json(
             directory / ENSEMBLE_FILE,
@@ -240,9 +238,11 @@ class EnsemblePosterior(Posterior):
             )
         members = [Posterior.load(directory / member_dir(i), device=device) for i in range(k)]
         try:
-            return cls(members, meta.get("weights"))
+            ensemble = cls(members, meta.get("weights"))
         except (ConfigError, DataError) as err:
             raise ModelFileError(f"{path}: {err}") from err
+        ensemble.support = read_support(directory)
+        return ensemble
 
 
 def member_dir(k: int) -> str:

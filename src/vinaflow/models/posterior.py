@@ -15,6 +15,7 @@ from vinaflow.errors import ConfigError, DataError, ModelFileError
 from vinaflow.models.base import AmortizedModel
 from vinaflow.models.serialization import load_model, save_model
 from vinaflow.models.summary import flatten_sets
+from vinaflow.models.support import BoxSupport, read_support, write_support
 
 __all__ = [
     "NoDensityError",
@@ -22,6 +23,13 @@ __all__ = [
     "as_observations",
     "register_folder_loader",
 ]
+
+#: Draws per observation that estimate the mass of the unrestricted posterior inside the
+#: support (:meth:`Posterior.support_mass`): a standard error of at most 0.005.
+SUPPORT_MASS_DRAWS = 10_000
+#: Rejection sampling gives up below this acceptance: the posterior then has almost no
+#: mass inside the prior's support, and that is reported instead of looping for long.
+MIN_ACCEPTANCE = 1e-3
 
 #: Loaders of saved-posterior folders that are not one model's files, by the file that
 #: marks such a folder (e.g. ``ensemble.json``). The modules that define those formats
@@ -97,10 +105,18 @@ class Posterior:
     """
 
     def __init__(
-        self, model: AmortizedModel, batch_size: int = 65536, train_result: Any = None
+        self,
+        model: AmortizedModel,
+        batch_size: int = 65536,
+        train_result: Any = None,
+        support: BoxSupport | None = None,
     ) -> None:
         self.model = model
         self.batch_size = int(batch_size)
+        #: Where the prior has mass (:class:`vinaflow.models.support.BoxSupport`): samples
+        #: outside it are rejected and have density ``-inf``. ``vinaflow.fit`` sets it from
+        #: its ``prior`` (or the simulator's); ``None`` leaves the flow unrestricted.
+        self.support = support
         #: How training went (a ``vinaflow.training.TrainResult``: history, steps, seconds,
         #: why it stopped) for posteriors from ``vinaflow.fit``; ``None`` otherwise.
         self.train_result = train_result
@@ -154,11 +170,14 @@ class Posterior:
         same samples, also from a saved and reloaded posterior. Without either, torch's
         global random state is used. Sampling runs on the model's device
         (:attr:`device`, :meth:`to`); the samples are returned on ``device`` (the CPU
-        unless asked otherwise).
+        unless asked otherwise). With a :attr:`support`, draws outside it are rejected and
+        replaced by new ones.
         """
         n, generator = _sample_arguments(n, seed, generator)
         obs = self._observations(y)
         x = self._draw(obs, n, generator).reshape(obs.shape[0], n, self.dim_x)
+        if self.support is not None:
+            x = self._reject_outside(obs, x, generator)
         bad = (~torch.isfinite(x)).flatten(1).any(1)
         if bad.any():
             raise DataError(
@@ -166,6 +185,44 @@ class Posterior:
                 "the observations lie far outside the range of the training data"
             )
         return x.to(device)
+
+    def _reject_outside(self, obs: Tensor, x: Tensor, generator: torch.Generator | None) -> Tensor:
+        """Replace the draws of ``x`` ``(n_obs, n, dim_x)`` outside :attr:`support` by new
+        draws inside it (rejection sampling, each observation until it has ``n``)."""
+        assert self.support is not None
+        n = x.shape[1]
+        kept = [row[self.support.contains(row)] for row in x]
+        drawn = [n] * len(kept)
+        while short := [i for i, k in enumerate(kept) if k.shape[0] < n]:
+            rates = [kept[i].shape[0] / drawn[i] for i in short]
+            worst = min(rates)
+            i = short[rates.index(worst)]
+            if worst < MIN_ACCEPTANCE and drawn[i] >= 10 / MIN_ACCEPTANCE:
+                raise DataError(
+                    f"posterior samples for observation {i}: {kept[i].shape[0]} of "
+                    f"{drawn[i]} draws lie inside the prior's support; the posterior puts "
+                    f"almost no mass there (acceptance below {MIN_ACCEPTANCE:g})"
+                )
+            # enough draws for the observation with the lowest acceptance, with a margin
+            missing = max(n - kept[i].shape[0] for i in short)
+            m = min(int(1.2 * missing / max(worst, MIN_ACCEPTANCE)) + 16, 100 * n + 16)
+            more = self._draw(obs[short], m, generator).reshape(len(short), m, self.dim_x)
+            for j, i in enumerate(short):
+                kept[i] = torch.cat([kept[i], more[j][self.support.contains(more[j])]])
+                drawn[i] += m
+        return torch.stack([k[:n] for k in kept])
+
+    def support_mass(self, y: Any, n: int = SUPPORT_MASS_DRAWS, seed: int = 0) -> Tensor:
+        """``(n_obs,)``: the fraction of the unrestricted posterior's mass inside
+        :attr:`support` at each observation, estimated from ``n`` draws (all ones without a
+        support). One minus it is what sbi calls the leakage."""
+        n, generator = _sample_arguments(n, seed, None)
+        obs = self._observations(y)
+        if self.support is None:
+            return torch.ones(obs.shape[0])
+        with torch.inference_mode():
+            x = self._draw(obs, n, generator).reshape(obs.shape[0], n, self.dim_x)
+        return torch.stack([self.support.contains(row).double().mean() for row in x]).float()
 
     def _draw(self, obs: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
         """``n`` samples for each of the checked observations ``obs`` ``(n_obs, dim_y)``,
@@ -202,24 +259,50 @@ class Posterior:
         return as_observations(y, self.dim_y)
 
     @torch.no_grad()
-    def log_prob(self, x: Any, y: Any = None) -> Tensor:
+    def log_prob(self, x: Any, y: Any = None, *, normalize: bool = True) -> Tensor:
         """``log q(x | y)`` for ``x`` ``(n, dim_x)`` and one ``y`` or ``n`` of them.
 
         For ``dim_y = 0`` (no observation) ``y`` is ``None``. Raises
         :class:`NoDensityError` for models without a tractable density (the joint INN, a
         conditional INN with ``latent_dim > dim_x``).
+
+        With a :attr:`support`, ``x`` outside it has ``-inf``, and ``normalize`` divides
+        the density by its mass inside the support (:meth:`support_mass`, estimated from
+        10,000 draws per distinct observation) so that it integrates to one, as the
+        samples are distributed; ``normalize=False`` skips that estimate (the density is
+        then right up to one constant per observation, enough for importance weights).
         """
-        if not self.has_log_prob:
-            raise NoDensityError(
-                f"log_prob: model kind {self.model.kind!r} has no tractable density "
-                "(a conditional INN with latent_dim = dim_x has one)"
-            )
         xs = as_observations(x, self.dim_x, name="x")
         obs = self._observations(y)
         if obs.shape[0] == 1:
             obs = obs.expand(xs.shape[0], -1)
         elif obs.shape[0] != xs.shape[0]:
             raise DataError(f"x has {xs.shape[0]} rows but observations have {obs.shape[0]}")
+        lp = self._log_density(xs, obs)
+        if self.support is None:
+            return lp
+        lp = lp.masked_fill(~self.support.contains(xs), -torch.inf)
+        if normalize:
+            distinct, index = torch.unique(obs, dim=0, return_inverse=True)
+            mass = self.support_mass(distinct)
+            if (mass == 0).any():
+                i = int((mass == 0).nonzero()[0, 0])
+                raise DataError(
+                    f"log_prob: none of {SUPPORT_MASS_DRAWS} posterior draws at observation "
+                    f"{distinct[i].tolist()} lies inside the prior's support, so the "
+                    "restricted density cannot be normalised; pass normalize=False"
+                )
+            lp = lp - mass.log()[index]
+        return lp
+
+    def _log_density(self, xs: Tensor, obs: Tensor) -> Tensor:
+        """The unrestricted ``log q(xs | obs)`` for checked rows; subclasses (mixtures)
+        compute theirs here and :meth:`log_prob` keeps the checks and the support."""
+        if not self.has_log_prob:
+            raise NoDensityError(
+                f"log_prob: model kind {self.model.kind!r} has no tractable density "
+                "(a conditional INN with latent_dim = dim_x has one)"
+            )
         self.model.eval()
         dev = self.device
         xs, obs = xs.to(dev), obs.to(dev)
@@ -227,13 +310,15 @@ class Posterior:
         return (lp + self.model.x_norm.log_abs_det()).cpu()
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``model.safetensors`` and ``model.json`` to ``directory`` (created if
-        needed), each file atomically; :meth:`load` (or ``vinaflow.load``) reads it back."""
+        """Write ``model.safetensors`` and ``model.json`` (and ``support.json`` with a
+        :attr:`support`) to ``directory`` (created if needed), each file atomically;
+        :meth:`load` (or ``vinaflow.load``) reads it back."""
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
             raise ConfigError(f"save: {directory} exists and is not a folder")
         directory.mkdir(parents=True, exist_ok=True)
         save_model(self.model, directory)
+        write_support(directory, self.support)
         return directory
 
     @classmethod
@@ -253,5 +338,5 @@ class Posterior:
                 f"{directory} holds a model of kind {kind!r}, not a conditional posterior; "
                 "unconditional flows load with vinaflow.models.serialization.load_model"
             )
-        post = cls(model)
+        post = cls(model, support=read_support(directory))
         return post if str(device) == "cpu" else post.to(device)
