@@ -704,6 +704,7 @@ SEED_PEER_METHODS = (
     "cinn-fdiv-kl",
     "cinn-fdiv-js",
     "vinaflow-default",
+    "vinaflow-prior",
 )
 DEFAULT_PEER = "vinaflow-default"
 
@@ -766,6 +767,13 @@ def peers_seeds_table() -> str:
             '`objective="js"`: the variational members on the conditional INN with their '
             f"default (mixture) gradient, trained for {s['vinaflow_max_seconds']:.0f} s. "
             if any(m.startswith("cinn-") for m in methods)
+            else ""
+        )
+        + (
+            "`vinaflow-prior` is `vinaflow.fit(x, y, prior=prior)`, the task's prior given as "
+            "sbi's estimators get it: the same training as `vinaflow-default` on the same "
+            "seed, with samples kept inside the prior's support as sbi keeps its own. "
+            if "vinaflow-prior" in methods
             else ""
         )
         + INTERVAL_NOTE

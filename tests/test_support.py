@@ -149,3 +149,13 @@ def test_prior_of_the_wrong_dimension_is_refused() -> None:
         vinaflow.fit(x, y, prior=wrong, steps=2, progress=False)
     with pytest.raises(ConfigError, match="prior must be a torch.distributions"):
         vinaflow.fit(x, y, prior="uniform", steps=2, progress=False)
+
+
+def test_the_prior_changes_no_training_step() -> None:
+    """``fit(x, y, prior=p)`` trains the very model ``fit(x, y)`` trains with the seed: the
+    peers benchmark's paired difference of the two is the restriction's effect alone."""
+    x, y = _box_data(300)
+    a = vinaflow.fit(x, y, steps=15, seed=4, progress=False)
+    b = vinaflow.fit(x, y, prior=BOX, steps=15, seed=4, progress=False)
+    for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
+        assert torch.equal(p, q)

@@ -114,12 +114,18 @@ SBI_METHODS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 #: ``vinaflow.fit(x, y)`` with no model or objective options: its own defaults and stopping.
 DEFAULT_METHOD = "vinaflow-default"
+#: ``vinaflow.fit(x, y, prior=task.prior)``: the default as sbi's users call theirs.
+PRIOR_METHOD = "vinaflow-prior"
 #: ``fit``'s default spline cINN before it was narrowed (``SPLINE_NLL_CINN_DEFAULTS``).
 SPLINE128 = {"hidden": 128, "lr": 1e-3}
 #: Methods on ``fit``'s own stopping rule (no time or step cap unless asked): the default
 #: and earlier defaults, each with the options that reproduce it now.
 DEFAULT_RULE_METHODS: dict[str, dict[str, Any]] = {
     DEFAULT_METHOD: {},
+    # the default given the task's prior, as sbi's estimators are: it trains the same
+    # model (the prior does not enter training) and keeps its samples in the prior's
+    # support, as sbi's posteriors do
+    PRIOR_METHOD: {},
     "vinaflow-spline128": SPLINE128,
     # affine couplings and fit's validation rule before it validated once per epoch on
     # small data
@@ -190,9 +196,11 @@ def run_vinaflow(
     max_seconds: float | None,
     steps: int | None,
     seed: int,
+    prior: Any = None,
 ) -> dict[str, Any]:
     """Train ``method`` (a key of :data:`DEFAULT_RULE_METHODS` or :data:`VINAFLOW_METHODS`)
-    on ``(x, y)``; sample at ``obs``.
+    on ``(x, y)``; sample at ``obs``. ``prior`` is passed to ``fit`` (it bounds the
+    posterior to its support).
 
     ``vinaflow.fit`` with the run config's default model and training settings; its
     validation split matches ``vinaflow run``'s (a tenth of the rows, at most 2,000).
@@ -206,6 +214,8 @@ def run_vinaflow(
         options["steps"] = steps
     if max_seconds is not None:
         options["max_seconds"] = max_seconds
+    if prior is not None:
+        options["prior"] = prior
     posterior = vinaflow.fit(
         x, y, **options, seed=seed, validation_fraction=n_val / len(x), progress=False
     )
@@ -637,7 +647,8 @@ def _run_cell(
         if method in SBI_METHODS:
             res = run_sbi(task_name, x, y, obs, n_samples, sbi_epochs, seed, method=method)
         else:
-            res = run_vinaflow(method, x, y, obs, n_samples, max_seconds, steps, seed)
+            prior = make_task(task_name).prior if method == PRIOR_METHOD else None
+            res = run_vinaflow(method, x, y, obs, n_samples, max_seconds, steps, seed, prior)
         samples = res.pop("samples")[: len(refs)]
         scores = _score(samples, refs, n_c2st, seed)
         row: dict[str, Any] = {
