@@ -94,7 +94,13 @@ def likelihood_ratio_features(
     xk = xk.reshape(n * int(draws), -1)
 
     def log_w(x: Tensor, yy: Tensor) -> Tensor:
-        lq = torch.as_tensor(posterior.log_prob(x, yy)).double()
+        # per observation, a restricted posterior's normaliser cancels against log_z's
+        # (and estimating it would draw 10,000 samples for every pair)
+        if getattr(posterior, "support", None) is not None:
+            lq = posterior.log_prob(x, yy, normalize=False)
+        else:
+            lq = posterior.log_prob(x, yy)
+        lq = torch.as_tensor(lq).double()
         return _loglik_rows(problem, x, yy) - lq
 
     with torch.no_grad():

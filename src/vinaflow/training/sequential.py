@@ -188,7 +188,8 @@ def truncation_threshold(
     """The ``quantile`` of ``log q(X | y_o)`` for ``X ~ q(. | y_o)``: the threshold whose
     superlevel set holds all but ``quantile`` of the posterior mass."""
     samples = posterior.sample(observation, num_samples, generator=generator)[0]
-    lp = posterior.log_prob(samples, observation).double()
+    # a normaliser shifts the threshold and the candidates' densities alike
+    lp = posterior.log_prob(samples, observation, normalize=False).double()
     lp = lp[torch.isfinite(lp)]
     if lp.numel() == 0:
         raise TruncationError("the posterior's log-density is not finite at any of its samples")
@@ -237,7 +238,7 @@ def sample_truncated_prior(
         inside = _in_support(problem, cand)
         lp = torch.full((size,), -torch.inf)
         if inside.any():
-            lp[inside] = posterior.log_prob(cand[inside], observation)
+            lp[inside] = posterior.log_prob(cand[inside], observation, normalize=False)
         # ``>=`` with a finite log-density: NaNs and -inf (outside the model) are rejected
         chosen = cand[torch.isfinite(lp) & (lp >= threshold)]
         kept.append(chosen)
