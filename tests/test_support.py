@@ -159,3 +159,15 @@ def test_the_prior_changes_no_training_step() -> None:
     b = vinaflow.fit(x, y, prior=BOX, steps=15, seed=4, progress=False)
     for p, q in zip(a.model.parameters(), b.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import vinaflow.models.ensemble
+    import vinaflow.models.posterior
+    import vinaflow.models.support
+
+    for module in (vinaflow.models.support, vinaflow.models.posterior, vinaflow.models.ensemble):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0
