@@ -171,3 +171,22 @@ def test_doctests() -> None:
     for module in (vinaflow.models.support, vinaflow.models.posterior, vinaflow.models.ensemble):
         result = doctest.testmod(module)
         assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_run_folder_keeps_the_support(tmp_path: Path) -> None:
+    """``vinaflow run`` restricts as ``fit`` does, and its folder loads restricted."""
+    from vinaflow.config import resolve_config
+    from vinaflow.experiments import run
+
+    box = {"uniform": {"low": [0.0, 0.0], "high": [1.0, 2.0]}}
+    cfg = resolve_config({
+        "problem": {"simulator": "torch:sin", "prior": box, "num_simulations": 300},
+        "training": {"steps": 10, "progress": False},
+        "evaluation": {"num_observations": 2, "num_samples": 50, "certificate": False},
+    })  # fmt: skip
+    res = run(cfg, out=tmp_path, progress=False)
+    assert res.posterior.support is not None and (tmp_path / SUPPORT_FILE).is_file()
+    loaded = vinaflow.load(tmp_path)
+    assert loaded.support is not None and loaded.support.upper.tolist() == [1.0, 2.0]
+    s = loaded.sample([0.5, 0.5], 500, seed=0)[0]
+    assert (s >= 0).all() and (s[:, 0] <= 1).all() and (s[:, 1] <= 2).all()

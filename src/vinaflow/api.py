@@ -446,8 +446,7 @@ def fit(
             )
         n_rows = xt.shape[0]
         n_val = _validation_rows(n_rows, validation_fraction)
-        if prior is not None:
-            support = BoxSupport.from_prior(_check_prior(prior, xt.shape[1]))
+        support = BoxSupport.from_prior(None if prior is None else _check_prior(prior, xt.shape[1]))
 
         def member_data(k: int) -> Dataset:
             return dataset_from_arrays(xt, yt, n_val, seed=seed + k)

@@ -37,8 +37,9 @@ from vinaflow.config import resolve_config
 from vinaflow.errors import ConfigError
 from vinaflow.evaluation.certificate import certificate_for_run
 from vinaflow.evaluation.posterior import PosteriorScores, score_posterior
-from vinaflow.models import AmortizedModel, EnsemblePosterior, Posterior
+from vinaflow.models import AmortizedModel, BoxSupport, EnsemblePosterior, Posterior
 from vinaflow.models.ensemble import member_dir
+from vinaflow.models.support import write_support
 from vinaflow.objectives.losses import Objective
 from vinaflow.problems import Problem, make_problem
 from vinaflow.training import (
@@ -144,6 +145,7 @@ def write_run_folder(
     else:
         net = model.model if isinstance(model, Posterior) else model
         save_model(net, out_dir, extra={source: cfg[source]})
+        write_support(out_dir, model.support if isinstance(model, Posterior) else None)
     atomic_write_json(out_dir / "history.json", history)
     if plots is not None:
         plot_training_history(history, plots / "loss_curves.png")
@@ -357,6 +359,8 @@ def run(
     trained = fitting.train_members(members, job, checkpoint, resume, first=first)
     results = [p.train_result for p in trained]
     posterior = trained[0] if members == 1 else EnsemblePosterior(trained)
+    # as vinaflow.fit does: samples stay where the prior has mass
+    posterior.support = BoxSupport.from_prior(getattr(problem, "prior", None))
     if not main:
         # Data-parallel: the other ranks trained the same model; rank 0 evaluates and
         # writes the run folder once.
@@ -491,6 +495,7 @@ def _run_rounds(
         store=out_dir,
     )
     result = posterior.train_result
+    posterior.support = BoxSupport.from_prior(getattr(problem, "prior", None))
     plots = _plots_dir(out_dir, cfg)
     metrics = evaluate_observation(posterior, problem, observation, cfg["evaluation"])
     metrics["rounds"] = [

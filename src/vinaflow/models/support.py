@@ -68,10 +68,12 @@ class BoxSupport:
         return ((xd >= self.lower) & (xd <= self.upper)).all(-1)
 
     @classmethod
-    def from_prior(cls, prior: Distribution) -> BoxSupport | None:
-        """The support of ``prior`` (event shape ``(dim_x,)``) as bounds; ``None`` where it is
-        all of R^d (nothing to restrict) or not a box (with a warning: samples are then
-        not restricted)."""
+    def from_prior(cls, prior: Distribution | None) -> BoxSupport | None:
+        """The support of ``prior`` (event shape ``(dim_x,)``) as bounds; ``None`` without a
+        prior, where the support is all of R^d (nothing to restrict) or where it is not a
+        box (with a warning: samples are then not restricted)."""
+        if prior is None:
+            return None
         dim = int(prior.event_shape[0])
         bounds = _bounds(prior.support)
         if bounds is None:
