@@ -63,9 +63,11 @@ class BoxSupport:
         return self.lower.numel()
 
     def contains(self, x: Tensor) -> Tensor:
-        """``(n,)`` booleans: which rows of ``x`` ``(n, dim)`` lie inside the bounds."""
-        xd = x.to(torch.float64)
-        return ((xd >= self.lower) & (xd <= self.upper)).all(-1)
+        """``(n,)`` booleans, on ``x``'s device: which rows of ``x`` ``(n, dim)`` lie inside
+        the bounds."""
+        # compared in float64 on the CPU: some accelerators have no float64
+        xd = x.detach().to("cpu", torch.float64)
+        return ((xd >= self.lower) & (xd <= self.upper)).all(-1).to(x.device)
 
     @classmethod
     def from_prior(cls, prior: Distribution | None) -> BoxSupport | None:
