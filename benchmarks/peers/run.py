@@ -648,7 +648,7 @@ def _run_cell(
             res = run_sbi(task_name, x, y, obs, n_samples, sbi_epochs, seed, method=method)
         else:
             prior = make_task(task_name).prior if method == PRIOR_METHOD else None
-            res = run_vinaflow(method, x, y, obs, n_samples, max_seconds, steps, seed, prior)
+            res = run_vinaflow(method, x, y, obs, n_samples, max_seconds, steps, seed, prior=prior)
         samples = res.pop("samples")[: len(refs)]
         scores = _score(samples, refs, n_c2st, seed)
         row: dict[str, Any] = {
