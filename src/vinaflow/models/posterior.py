@@ -270,7 +270,8 @@ class Posterior:
         the density by its mass inside the support (:meth:`support_mass`, estimated from
         10,000 draws per distinct observation) so that it integrates to one, as the
         samples are distributed; ``normalize=False`` skips that estimate (the density is
-        then right up to one constant per observation, enough for importance weights).
+        then right up to one constant per observation: enough for self-normalised
+        importance weights, not for an evidence estimate).
         """
         xs = as_observations(x, self.dim_x, name="x")
         obs = self._observations(y)
