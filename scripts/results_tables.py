@@ -835,7 +835,7 @@ def defaults_dev_table() -> str:
             args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
             options = f"sbi {p['environment']['sbi']} {cls}({args})"
             against.append(
-                f"{e['task']}: `spline_narrow` minus `{e['variant']}` "
+                f"{e['task']}: `{p['default_variant']}` minus `{e['variant']}` "
                 f"{ci(e['default_minus'])} ({_versus(e['default_minus'])})"
             )
         else:
@@ -863,8 +863,8 @@ def defaults_dev_table() -> str:
     tail = ""
     if against:
         tail = (
-            "\nfit's default (`spline_narrow`) against sbi's estimators on the same simulations, "
-            "paired by seed: " + "; ".join(against) + ".\n"
+            f"\nfit's default (`{p['default_variant']}`) against sbi's estimators on the same "
+            "simulations, paired by seed: " + "; ".join(against) + ".\n"
         )
     return text + table(head, rows) + tail + source_note("defaults_dev.json")
 

@@ -89,6 +89,11 @@ DEFAULT_VARIANT = "spline_narrow"
 #: early stopping); never a baseline for the paired diffs unless listed first.
 PEERS = tuple(SBI_METHODS)
 assert not set(PEERS) & set(VARIANTS)
+#: What every variant is, as the results file records it.
+SPECS: dict[str, dict[str, Any]] = {
+    **VARIANTS,
+    **{p: {"sbi": list(SBI_METHODS[p])} for p in PEERS},
+}
 
 OUT = Path(__file__).resolve().parents[1] / "results" / "defaults_dev.json"
 
@@ -96,7 +101,7 @@ OUT = Path(__file__).resolve().parents[1] / "results" / "defaults_dev.json"
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--tasks", nargs="*", default=list(DEV_TASKS), choices=DEV_TASKS)
-    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=[*VARIANTS, *PEERS])
+    p.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(SPECS))
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--budget", type=int, default=10_000)
     p.add_argument("--observations", type=int, default=5, help="sbibm observations scored")
@@ -144,7 +149,7 @@ def _present(rows: list[dict[str, Any]]) -> list[str]:
     """The variants the rows hold, in :data:`VARIANTS` order then :data:`PEERS` (the first
     is the baseline)."""
     held = {r["variant"] for r in rows}
-    return [v for v in (*VARIANTS, *PEERS) if v in held]
+    return [v for v in SPECS if v in held]
 
 
 def _settings(settings: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -211,7 +216,7 @@ def _run_peer(
     out = run_sbi(task, x, y, obs, n, None, seed, method=v)
     scores = _score(out["samples"], refs, n, seed)
     return {
-        "options": {"sbi": list(SBI_METHODS[v])},
+        "options": SPECS[v],
         "c2st": float(np.mean(scores)), "c2st_per_observation": scores,
         "train_seconds": float(out["train_seconds"]),
         "train_epochs": out.get("train_epochs"),
@@ -262,8 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
                 atomic_write_json(args.out, {
-                    "settings": _settings(settings, rows),
-                    "variants": {**VARIANTS, **{p: {"sbi": list(SBI_METHODS[p])} for p in PEERS}},
+                    "settings": _settings(settings, rows), "variants": SPECS,
+                    "default_variant": DEFAULT_VARIANT,
                     "summary": summarise(rows, _present(rows)),
                     "posterior_predictive_check": ppc, "rows": rows, "environment": env,
                 })  # fmt: skip

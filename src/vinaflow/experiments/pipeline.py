@@ -360,7 +360,7 @@ def run(
     results = [p.train_result for p in trained]
     posterior = trained[0] if members == 1 else EnsemblePosterior(trained)
     # as vinaflow.fit does: samples stay where the prior has mass
-    posterior.support = BoxSupport.from_prior(getattr(problem, "prior", None))
+    posterior.support = BoxSupport.from_prior(problem.prior)
     if not main:
         # Data-parallel: the other ranks trained the same model; rank 0 evaluates and
         # writes the run folder once.
@@ -495,7 +495,7 @@ def _run_rounds(
         store=out_dir,
     )
     result = posterior.train_result
-    posterior.support = BoxSupport.from_prior(getattr(problem, "prior", None))
+    posterior.support = BoxSupport.from_prior(problem.prior)
     plots = _plots_dir(out_dir, cfg)
     metrics = evaluate_observation(posterior, problem, observation, cfg["evaluation"])
     metrics["rounds"] = [
