@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.distributions import Dirichlet, Independent, LogNormal, MultivariateNormal, Uniform
+from torch.distributions import (
+    Dirichlet,
+    Distribution,
+    Independent,
+    LogNormal,
+    MultivariateNormal,
+    Uniform,
+)
 
 import vinaflow
 from vinaflow.errors import ConfigError, DataError, ModelFileError
@@ -42,6 +49,13 @@ def test_support_of_common_priors() -> None:
     assert BoxSupport.from_prior(MultivariateNormal(torch.zeros(2), torch.eye(2))) is None
     with pytest.warns(UserWarning, match="not a box"):
         assert BoxSupport.from_prior(Dirichlet(torch.ones(3))) is None
+
+    class NoSupport(Distribution):  # a user's prior that defines no support
+        def __init__(self) -> None:
+            super().__init__(event_shape=torch.Size([2]), validate_args=False)
+
+    with pytest.warns(UserWarning, match=r"support \(None\) is not a box"):
+        assert BoxSupport.from_prior(NoSupport()) is None
 
 
 def test_support_json_round_trip_keeps_unbounded_ends() -> None:

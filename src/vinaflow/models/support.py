@@ -77,10 +77,14 @@ class BoxSupport:
         if prior is None:
             return None
         dim = int(prior.event_shape[0])
-        bounds = _bounds(prior.support)
+        try:
+            constraint = prior.support
+        except NotImplementedError:  # a user's Distribution need not define one
+            constraint = None
+        bounds = None if constraint is None else _bounds(constraint)
         if bounds is None:
             warnings.warn(
-                f"the prior's support ({prior.support}) is not a box of per-parameter bounds; "
+                f"the prior's support ({constraint}) is not a box of per-parameter bounds; "
                 "posterior samples are not restricted to it",
                 stacklevel=2,
             )
