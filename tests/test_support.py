@@ -97,6 +97,39 @@ def test_samples_stay_inside_the_prior_and_match_the_unrestricted_ones_inside(
     assert torch.equal(s, restricted.sample(edge, 4000, seed=1))
 
 
+def test_support_mass_spends_draws_where_the_posterior_leaks(
+    restricted: Posterior, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vinaflow.models import posterior as posterior_module
+
+    # the corner leaks (more rounds), the centre does not (one round of 1,000 draws)
+    obs = torch.tensor([[0.95, 0.95], [0.0, 0.0]])
+    draws: list[tuple[int, int]] = []
+    draw = Posterior._draw
+
+    def counting(self: Posterior, o: torch.Tensor, n: int, g: object) -> torch.Tensor:
+        draws.append((o.shape[0], n))
+        return draw(self, o, n, g)
+
+    monkeypatch.setattr(Posterior, "_draw", counting)
+    mass = restricted.support_mass(obs)
+    monkeypatch.undo()
+    rounds = posterior_module.SUPPORT_MASS_ROUND
+    assert draws[0] == (2, rounds) and all(d == (1, rounds) for d in draws[1:])
+    assert len(draws) > 1
+    # each stopped with the standard error of its log mass at the target (or all draws)
+    exact = restricted.support_mass(obs, n=100_000, seed=5)
+    se = posterior_module.SUPPORT_MASS_LOG_SE
+    assert (mass.log() - exact.log()).abs().max() < 4 * se
+    # many distinct observations are drawn in bounded chunks
+    monkeypatch.setattr(posterior_module, "SUPPORT_MASS_CHUNK", 3 * rounds)
+    many = torch.zeros(7, 2)
+    draws.clear()
+    monkeypatch.setattr(Posterior, "_draw", counting)
+    assert restricted.support_mass(many).shape == (7,)
+    assert max(d[0] for d in draws) == 3
+
+
 def test_normalised_log_prob_integrates_to_one_over_the_support(restricted: Posterior) -> None:
     edge = torch.tensor([0.95, 0.95])
     # midpoint rule on the box

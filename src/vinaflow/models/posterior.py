@@ -27,6 +27,13 @@ __all__ = [
 #: Draws per observation that estimate the mass of the unrestricted posterior inside the
 #: support (:meth:`Posterior.support_mass`): a standard error of at most 0.005.
 SUPPORT_MASS_DRAWS = 10_000
+#: The support mass is estimated in rounds of this many draws per observation, until
+#: the standard error of its log is at most :data:`SUPPORT_MASS_LOG_SE` (or all
+#: :data:`SUPPORT_MASS_DRAWS` are spent).
+SUPPORT_MASS_ROUND = 1_000
+SUPPORT_MASS_LOG_SE = 0.005
+#: Posterior draws held in memory at once while estimating the support mass.
+SUPPORT_MASS_CHUNK = 1_000_000
 #: Rejection sampling gives up below this acceptance: the posterior then has almost no
 #: mass inside the prior's support, and that is reported instead of looping for long.
 MIN_ACCEPTANCE = 1e-3
@@ -213,16 +220,39 @@ class Posterior:
         return torch.stack([k[:n] for k in kept])
 
     def support_mass(self, y: Any, n: int = SUPPORT_MASS_DRAWS, seed: int = 0) -> Tensor:
-        """``(n_obs,)``: the fraction of the unrestricted posterior's mass inside
-        :attr:`support` at each observation, estimated from ``n`` draws (all ones without a
-        support). One minus it is what sbi calls the leakage."""
+        r"""``(n_obs,)``: the fraction of the unrestricted posterior's mass inside
+        :attr:`support` at each observation (all ones without a support). One minus it is
+        what sbi calls the leakage.
+
+        Draws come in rounds of :data:`SUPPORT_MASS_ROUND` per observation, up to ``n``;
+        an observation stops once the standard error of its log mass,
+        :math:`\sqrt{(1 - \hat m) / (\hat m k)}` after ``k`` draws, is at most
+        :data:`SUPPORT_MASS_LOG_SE`. One whose first round lies wholly inside stops there
+        (its leakage is below 0.3% at 95%, the rule of three), so a test set of many
+        distinct observations costs a tenth of the draws of a fixed ``n``. Observations
+        are drawn in chunks, so memory does not grow with their number.
+        """
         n, generator = _sample_arguments(n, seed, None)
         obs = self._observations(y)
         if self.support is None:
             return torch.ones(obs.shape[0])
+        inside = torch.zeros(obs.shape[0], dtype=torch.float64)
+        drawn = torch.zeros(obs.shape[0], dtype=torch.float64)
+        rows = torch.arange(obs.shape[0])
         with torch.inference_mode():
-            x = self._draw(obs, n, generator).reshape(obs.shape[0], n, self.dim_x)
-        return torch.stack([self.support.contains(row).double().mean() for row in x]).float()
+            while rows.numel():
+                k = int(min(SUPPORT_MASS_ROUND, n - drawn[rows[0]]))
+                chunk = max(1, SUPPORT_MASS_CHUNK // k)
+                for start in range(0, rows.numel(), chunk):
+                    idx = rows[start : start + chunk]
+                    x = self._draw(obs[idx], k, generator).reshape(-1, self.dim_x)
+                    ok = self.support.contains(x).reshape(idx.numel(), k)
+                    inside[idx] += ok.sum(1, dtype=torch.float64)
+                    drawn[idx] += k
+                m = inside[rows] / drawn[rows]
+                var_log = (1 - m) / (m * drawn[rows])  # inf where nothing was inside
+                rows = rows[(drawn[rows] < n) & (var_log > SUPPORT_MASS_LOG_SE**2)]
+        return (inside / drawn).float()
 
     def _draw(self, obs: Tensor, n: int, generator: torch.Generator | None) -> Tensor:
         """``n`` samples for each of the checked observations ``obs`` ``(n_obs, dim_y)``,
@@ -268,7 +298,7 @@ class Posterior:
 
         With a :attr:`support`, ``x`` outside it has ``-inf``, and ``normalize`` divides
         the density by its mass inside the support (:meth:`support_mass`, estimated from
-        10,000 draws per distinct observation) so that it integrates to one, as the
+        1,000 to 10,000 draws per distinct observation) so that it integrates to one, as the
         samples are distributed; ``normalize=False`` skips that estimate (the density is
         then right up to one constant per observation: enough for self-normalised
         importance weights, not for an evidence estimate).
