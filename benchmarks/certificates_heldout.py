@@ -57,11 +57,14 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torch.distributions import Independent, Uniform
 
 import vinaflow
 from benchmarks.exact_posteriors import (
+    RING_NOISE,
     gaussian_mixture_log_likelihood,
     gaussian_mixture_log_posterior,
+    ring_log_posterior,
     two_moons_log_likelihood,
     two_moons_log_posterior,
 )
@@ -70,6 +73,7 @@ from vinaflow.atomic import atomic_write_json
 from vinaflow.evaluation.certificate import certify_posterior
 from vinaflow.evaluation.intervals import seed_interval
 from vinaflow.models import Posterior
+from vinaflow.problems.base import Problem
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -91,10 +95,24 @@ HELDOUT_CASES = [
     },
 ]
 
-#: Where the estimator was developed (and may be tuned): not reported with the above.
-DEVELOPMENT_CASES = ["gaussian-linear (benchmarks/certificates.py)"]
+#: Where the estimator was developed (and may be tuned): reported apart from the above
+#: (rows with ``role: development``).
+DEVELOPMENT_CASES = [
+    "gaussian-linear (benchmarks/certificates.py)",
+    {
+        "task": "ring",
+        "source": "this benchmark: theta ~ U([-1, 1]^2), y = |theta| + 0.02 eps",
+        "exact_log_posterior": "polar; normaliser by a trapezoid rule over the radius",
+        "models": "exact; ring width 0.02 c (c 1.15, 1.5); cINN (NLL)",
+    },
+]
+HELDOUT = tuple(c["task"] for c in HELDOUT_CASES)
+DEVELOPMENT = ("ring",)
 
-CINN_STEPS = {"gaussian_mixture": [100, 1000], "two_moons": [100, 1000]}
+CINN_STEPS = {"gaussian_mixture": [100, 1000], "two_moons": [100, 1000], "ring": [100, 1000]}
+#: Distinct observations whose support mass is estimated for the exact KL of a posterior
+#: restricted to the prior's support (its log density is normalised per observation).
+SUPPORT_MASS_OBSERVATIONS = 2000
 CINN_SIMULATIONS = 20_000
 N_CERT = 10_000
 
@@ -219,6 +237,58 @@ class MoonsPosterior:
         return out.reshape(y.shape[0], n, 2).float()
 
 
+class RingTask(Problem):
+    """A thin curved posterior: ``theta ~ U([-1, 1]^2)``, ``y = |theta| + 0.02 eps``."""
+
+    name = "ring"
+
+    def __init__(self) -> None:
+        self.dim_x, self.dim_y = 2, 1
+        self.param_names = ["theta1", "theta2"]
+        self.prior = Independent(Uniform(-torch.ones(2), torch.ones(2)), 1)
+
+    def simulate(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        eps = torch.randn(x.shape[0], 1, generator=generator, dtype=x.dtype)
+        return x.norm(dim=1, keepdim=True) + RING_NOISE * eps
+
+
+class RingPosterior:
+    """The ring posterior for a ring of width ``0.02 c`` (``c = 1``: exact). Draws: the
+    radius from ``N(y, (0.02 c)^2)`` accepted with probability ``r / r_max`` (the polar
+    Jacobian), a uniform angle, accepted inside the box."""
+
+    has_log_prob = True
+
+    def __init__(self, c: float = 1.0) -> None:
+        self.noise = RING_NOISE * c
+
+    def log_prob(self, x: Tensor, y: Tensor) -> Tensor:
+        x = torch.as_tensor(x).double()
+        y = torch.as_tensor(y).double().reshape(-1, 1).expand(x.shape[0], 1)
+        return ring_log_posterior(x, y, self.noise)
+
+    def sample(self, y: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+        y = torch.as_tensor(y).double().reshape(-1, 1)
+        yr = y.expand(y.shape[0], n).reshape(-1)
+        out = torch.full((yr.shape[0], 2), math.nan, dtype=torch.float64)
+        todo = torch.arange(yr.shape[0])
+        for _ in range(5000):
+            if todo.numel() == 0:
+                break
+            k = todo.numel()
+            r = yr[todo] + self.noise * torch.randn(k, generator=generator, dtype=torch.float64)
+            r_max = yr[todo].clamp_min(0.0) + 6 * self.noise
+            u = torch.rand(k, generator=generator, dtype=torch.float64)
+            phi = 2 * math.pi * torch.rand(k, generator=generator, dtype=torch.float64)
+            th = torch.stack((r * torch.cos(phi), r * torch.sin(phi)), 1)
+            ok = (r > 0) & (u * r_max < r) & (th.abs() <= 1).all(1)
+            out[todo[ok]] = th[ok]
+            todo = todo[~ok]
+        if todo.numel():
+            raise RuntimeError(f"ring rejection sampler: {todo.numel()} rows not accepted")
+        return out.reshape(y.shape[0], n, 2).float()
+
+
 class HeldoutCase:
     """One held-out problem: simulator, exact log-posterior, exact and perturbed models."""
 
@@ -232,6 +302,10 @@ class HeldoutCase:
             self.task = TwoMoonsTask()
             self.with_likelihood = TwoMoonsWithLikelihood()
             self._log_post = two_moons_log_posterior
+        elif name == "ring":
+            self.task = RingTask()
+            self.with_likelihood = None
+            self._log_post = ring_log_posterior
         else:
             raise ValueError(f"unknown held-out case {name!r}")
 
@@ -244,13 +318,20 @@ class HeldoutCase:
     def log_posterior(self, x: Tensor, y: Tensor) -> Tensor:
         return self._log_post(x, y)
 
+    @property
+    def role(self) -> str:
+        return "development" if self.name in DEVELOPMENT else "held-out"
+
     def exact_model(self) -> Any:
-        return MixturePosterior() if self.name == "gaussian_mixture" else MoonsPosterior()
+        return self._model(1.0) if self.name != "gaussian_mixture" else MixturePosterior()
+
+    def _model(self, c: float) -> Any:
+        return RingPosterior(c) if self.name == "ring" else MoonsPosterior(c)
 
     def perturbed_models(self) -> list[tuple[str, Any]]:
         if self.name == "gaussian_mixture":
             return [(f"weights 0.5+{d}", MixturePosterior(d)) for d in (0.1, 0.2)]
-        return [(f"width x{c}", MoonsPosterior(c)) for c in (1.15, 1.5)]
+        return [(f"width x{c}", self._model(c)) for c in (1.15, 1.5)]
 
 
 def make_task(name: str) -> HeldoutCase:
@@ -258,22 +339,34 @@ def make_task(name: str) -> HeldoutCase:
 
 
 def exact_kl(case: HeldoutCase, model: Any, x: Tensor, y: Tensor) -> tuple[float, float]:
-    """Monte Carlo ``KL(P_XY || Q_XY)`` over the joint draws ``(x, y)`` and its standard error."""
+    """Monte Carlo ``KL(P_XY || Q_XY)`` over the joint draws ``(x, y)`` and its standard error.
+
+    A posterior restricted to the prior's support (``vinaflow.fit`` given a prior) has the
+    density ``q(x|y) / m(y)`` inside it, with ``m(y)`` its unrestricted mass there; every
+    ``x`` here is inside, so the KL is the unnormalised average plus ``E[log m(Y)]``, which
+    is estimated on the first :data:`SUPPORT_MASS_OBSERVATIONS` observations (estimating
+    ``m`` at each of 100,000 observations would take 1,000 or more draws each)."""
     chunk = 20_000
+    support = getattr(model, "support", None)
+
+    def log_q(xc: Tensor, yc: Tensor) -> Tensor:
+        out = model.log_prob(xc, yc, normalize=False) if support is not None else None
+        return torch.as_tensor(model.log_prob(xc, yc) if out is None else out).double()
+
     lp = torch.cat(
         [case.log_posterior(x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)]
     )
     with torch.no_grad():
-        lq = torch.cat(
-            [
-                torch.as_tensor(model.log_prob(x[i : i + chunk], y[i : i + chunk])).double()
-                for i in range(0, len(x), chunk)
-            ]
-        )
+        lq = torch.cat([log_q(x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)])
     d = lp - lq
     if not torch.isfinite(d).all():
         return math.inf, math.nan
-    return float(d.mean()), float(d.std() / math.sqrt(len(d))) if len(d) > 1 else math.nan
+    kl, var = float(d.mean()), float(d.var() / len(d)) if len(d) > 1 else math.nan
+    if support is not None:
+        log_m = model.support_mass(y[:SUPPORT_MASS_OBSERVATIONS]).double().log()
+        kl += float(log_m.mean())
+        var += float(log_m.var() / len(log_m))
+    return kl, math.sqrt(var)
 
 
 def _certificate(case: HeldoutCase, model: Any, config: str, seed: int, n: int) -> dict[str, Any]:
@@ -345,9 +438,9 @@ def _fmt(iv: dict[str, Any], digits: int = 3) -> str:
 def markdown_table(result: dict[str, Any]) -> str:
     """The rows of a results file as a Markdown table (for the docs)."""
     lines = [
-        "| task | model | certificate | exact KL [MC se] | estimate, mean [95% over seeds] "
+        "| task | role | model | certificate | exact KL [MC se] | estimate, mean [95% over seeds] "
         "| per-seed bootstrap intervals | resolved | ratio | target |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         per = ", ".join(
@@ -367,7 +460,8 @@ def markdown_table(result: dict[str, Any]) -> str:
                 parts.append(f"resolved: {r['resolved_target']}")
             target = "; ".join(parts) or "-"
         lines.append(
-            f"| {r['task']} | {r['model']} | {r['config']} | {r['exact_kl']:.4f} "
+            f"| {r['task']} | {r.get('role', 'held-out')} | {r['model']} | {r['config']} | "
+            f"{r['exact_kl']:.4f} "
             f"[{r['exact_kl_se']:.4f}] | {_fmt(r['estimate'], 4)} | {per} | "
             f"{nres}/{len(r['seeds'])} | {ratio} | {target} |"
         )
@@ -385,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="certificate configurations (default: both; --quick: default only)",
     )
+    parser.add_argument(
+        "--cases",
+        nargs="+",
+        choices=[*HELDOUT, *DEVELOPMENT],
+        default=[*HELDOUT, *DEVELOPMENT],
+        help="problems (held-out and development; default: all)",
+    )
     args = parser.parse_args(argv)
     if args.configs is None:
         args.configs = ["default"] if args.quick else ["default", "likelihood"]
@@ -394,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
     n_kl = 20_000 if args.quick else 100_000
     steps = {k: v[:1] for k, v in CINN_STEPS.items()} if args.quick else CINN_STEPS
     rows: list[dict[str, Any]] = []
-    for name in ("gaussian_mixture", "two_moons"):
+    for name in args.cases:
         case = make_task(name)
         g = torch.Generator().manual_seed(99)
         x_kl = case.sample_prior(n_kl, g)
@@ -420,10 +521,13 @@ def main(argv: list[str] | None = None) -> int:
         for label, model, extra in models:
             kl, se = exact_kl(case, model, x_kl, y_kl)
             for config in args.configs:
+                if config == "likelihood" and case.with_likelihood is None:
+                    continue
                 per_seed = [_certificate(case, model, config, k, N_CERT) for k in seeds]
                 est = seed_interval([p["estimate"] for p in per_seed])
                 row = {
                     "task": name,
+                    "role": case.role,
                     "model": label,
                     "config": config,
                     "exact_kl": kl,
@@ -448,7 +552,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
     result = {
         "benchmark": "certificates_heldout",
-        "command": "python -m benchmarks.certificates_heldout" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python -m benchmarks.certificates_heldout", *(argv or sys.argv[1:])]),
         "settings": {
             "quick": args.quick,
             "seeds": seeds,
@@ -460,6 +564,7 @@ def main(argv: list[str] | None = None) -> int:
             "cinn_simulations": CINN_SIMULATIONS,
             "cinn_fit": "vinaflow.fit(simulator=task, num_simulations=20000, steps=S, seed=0)",
             "configs_run": args.configs,
+            "cases_run": args.cases,
             "configs": {
                 "default": "vinaflow.certify(posterior, x, y, seed=k) (certify_posterior("
                 "posterior, None, x=x, y=y, seed=k) for the perturbed exact posteriors); defaults",

@@ -1,4 +1,5 @@
-"""Exact log-posteriors of two sbibm tasks (Lueckmann et al. 2021), for exact KLs.
+"""Exact log-posteriors of two sbibm tasks (Lueckmann et al. 2021) and of a ring problem,
+for exact KLs.
 
 Both tasks are the simulators of :mod:`benchmarks.peers.tasks`; their posteriors are not
 Gaussian, and ``log p(theta | y)`` is computed here without sampling:
@@ -21,6 +22,12 @@ Gaussian, and ``log p(theta | y)`` is computed here without sampling:
   closed form; the remaining integral over ``a`` is a midpoint rule
   (:data:`TWO_MOONS_ANGLES` nodes; its error is checked against four times as many nodes
   and against a brute-force grid over ``theta`` in ``tests/test_certificates_heldout.py``).
+* ``ring`` (:func:`ring_log_posterior`; not an sbibm task, a development case of the
+  certificate): ``theta ~ U([-1, 1]^2)``, ``y = |theta| + 0.02 eps``, a thin curved
+  posterior. In polar coordinates ``p(theta | y) = N(y; r, s^2) / Z(y)`` with
+  ``Z(y) = int N(y; r, s^2) L(r) dr`` and ``L(r)`` the length of the circle of radius ``r``
+  inside the box (``2 pi r`` up to ``r = 1``, then ``r (2 pi - 8 arccos(1 / r))``): a
+  trapezoid rule over :data:`RING_RADII` radii.
 """
 
 from __future__ import annotations
@@ -31,10 +38,14 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "RING_NOISE",
+    "RING_RADII",
     "TWO_MOONS_ANGLES",
     "gaussian_mixture_log_likelihood",
     "gaussian_mixture_log_normaliser",
     "gaussian_mixture_log_posterior",
+    "ring_log_normaliser",
+    "ring_log_posterior",
     "two_moons_log_likelihood",
     "two_moons_log_normaliser",
     "two_moons_log_posterior",
@@ -42,6 +53,9 @@ __all__ = [
 
 #: Midpoint nodes over the angle ``a`` in the two_moons normaliser.
 TWO_MOONS_ANGLES = 4096
+#: Noise of the ring problem's observed radius, and trapezoid nodes of its normaliser.
+RING_NOISE = 0.02
+RING_RADII = 4001
 
 _MIX_SCALES = (1.0, 0.1)
 _MIX_BOUND = 10.0
@@ -161,4 +175,36 @@ def two_moons_log_posterior(
     lp = two_moons_log_likelihood(theta, y, r_std) - two_moons_log_normaliser(
         y, angles, r_std=r_std
     )
+    return torch.where(inside, lp, torch.full_like(lp, -math.inf))
+
+
+def _ring_arc(r: Tensor) -> Tensor:
+    """Length of the circle of radius ``r`` inside ``[-1, 1]^2``: each side cuts an arc of
+    angle ``2 arccos(1 / r)`` once ``r > 1``."""
+    cut = torch.arccos(torch.clamp(1.0 / r.clamp_min(1e-12), max=1.0))
+    return r * (2 * math.pi - 8 * cut)
+
+
+def ring_log_normaliser(
+    y: Tensor, noise: float = RING_NOISE, radii: int = RING_RADII, chunk: int = 2000
+) -> Tensor:
+    """``log Z(y) = log int_box N(y; |theta|, noise^2) dtheta`` per row of ``y`` ``(n, 1)``."""
+    r = torch.linspace(0.0, _SQRT2, radii, dtype=torch.float64)
+    arc = _ring_arc(r)[None]
+    y = y.double().reshape(-1, 1)
+    out = []
+    for i in range(0, y.shape[0], chunk):
+        dens = _log_normal(y[i : i + chunk] - r[None], noise).exp() * arc
+        out.append(torch.trapezoid(dens, r, dim=1).clamp_min(1e-300).log())
+    return torch.cat(out)
+
+
+def ring_log_posterior(theta: Tensor, y: Tensor, noise: float = RING_NOISE) -> Tensor:
+    """Exact ``log p(theta | y)`` of the ring problem (``-inf`` outside ``[-1, 1]^2``); with
+    ``noise`` the posterior of a ring of another width."""
+    theta, y = theta.double(), y.double().reshape(-1, 1)
+    distinct, index = torch.unique(y, dim=0, return_inverse=True)  # one normaliser each
+    log_z = ring_log_normaliser(distinct, noise)[index.reshape(-1)]
+    lp = _log_normal(y[:, 0] - theta.norm(dim=1), noise) - log_z
+    inside = (theta.abs() <= 1.0).all(1)
     return torch.where(inside, lp, torch.full_like(lp, -math.inf))

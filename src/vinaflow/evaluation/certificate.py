@@ -72,6 +72,7 @@ from vinaflow.evaluation.certificate_critic import (
 )
 from vinaflow.evaluation.certificate_features import (
     FEATURES,
+    density_features,
     latent_features,
     likelihood_ratio_features,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "certify_flow",
     "certify_posterior",
     "certify_samples",
+    "density_features",
     "detection_limit",
     "format_c2st_check",
     "format_certificate",
@@ -364,9 +366,11 @@ def certify_posterior(
     training). For each ``y_i`` one model draw :math:`\hat x_i \sim q(x | y_i)`
     (``posterior.sample(y, 1)``) forms the model joint, paired with the data row.
 
-    ``features``: the critic sees ``(x, y)`` (``"joint"``) or ``(x, y, z(x, y))`` with
-    ``z`` the model's latent code (``"latent"``; ``"auto"`` = latent when the model has
-    an encoder). Any critic is a function of ``(x, y)`` either way, so the value is the
+    ``features``: the critic sees ``(x, y)`` (``"joint"``), ``(x, y, z(x, y))`` with
+    ``z`` the model's latent code (``"latent"``), or that plus the model's own log density
+    :math:`\log q(x|y)` (``"density"``, :func:`density_features`); ``"auto"`` adds the
+    latent code when the model has an encoder and the density when it has one. Any
+    critic is a function of ``(x, y)`` either way, so the value is the
     same kind of lower bound on the same :math:`D_f(P_{XY} \| Q_{XY})`; the latent code
     only makes the critic's job easier. Under :math:`Q` it is :math:`N(0, I)` independent
     of :math:`Y`, so deviations of :math:`P` show at unit scale instead of at the scale of
@@ -396,7 +400,6 @@ def certify_posterior(
     gen = torch.Generator().manual_seed(int(seed) + 1)
     x_hat = posterior.sample(yt, 1, generator=gen)[:, 0]
     p, q = torch.cat([xt, yt], 1), torch.cat([x_hat, yt], 1)
-    used = "joint"
     ratio = None
     if features in ("auto", "likelihood"):
         ratio = likelihood_ratio_features(
@@ -413,16 +416,24 @@ def certify_posterior(
         out["critic_features"] = "log p(y|x) p(x) / (q(x|y) Z_hat(y))"
         out["likelihood_draws"] = int(likelihood_draws)
         return out
-    encode = latent_features(posterior) if features not in ("joint", "likelihood") else None
+    encode = latent_features(posterior) if features in ("auto", "latent", "density") else None
     if encode is None and features == "latent":
         raise ConfigError("certificate features='latent': this posterior has no encoder")
+    names = ["x", "y"]
     if encode is not None:
         zp, zq = encode(xt, yt), encode(x_hat, yt)
         if torch.isfinite(zp).all() and torch.isfinite(zq).all():
-            p, q, used = torch.cat([p, zp], 1), torch.cat([q, zq], 1), "latent"
+            p, q = torch.cat([p, zp], 1), torch.cat([q, zq], 1)
+            names.append("z(x, y)")
+    density = density_features(posterior, xt, yt) if features in ("auto", "density") else None
+    if density is None and features == "density":
+        raise ConfigError("certificate features='density': this posterior has no density")
+    if density is not None:
+        p, q = torch.cat([p, density(xt)], 1), torch.cat([q, density(x_hat)], 1)
+        names.append("log q(x|y)")
     out = certify_samples(p, q, divergence, config, True, **overrides)
     out["compared"] = "true joint (X, Y) vs model joint (T^-1(Y, Z), Y), held-out Y"
-    out["critic_features"] = "(x, y, z(x, y))" if used == "latent" else "(x, y)"
+    out["critic_features"] = f"({', '.join(names)})"
     return out
 
 
