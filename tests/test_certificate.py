@@ -311,3 +311,20 @@ def test_run_metrics_table_never_quotes_an_unresolved_value(gaussian_linear_cert
     assert "CONTRADICTS" in table
     table = format_metrics_table({"certificate": wrong})
     assert "TV bound (estimate)" in table and "not resolved" not in table
+
+
+def test_clamped_critic_is_not_swung_by_one_model_draw_far_in_the_tail():
+    # P = N(0, I), Q = N(0.5 e1, I): KL 0.125, log dP/dQ = -0.5 x1 + 1/16 grows without
+    # bound as x1 -> -inf. One Q test row at x1 = -40 (a flow's tail draw), where the
+    # fitted critic extrapolates, takes the unclamped estimate below zero; clamping the
+    # critic to the range it took where it was fitted keeps it at the divergence.
+    n = 8000
+    p, q = _gauss(n, 0.0, 0), _gauss(n, 0.5, 1)
+    split = torch.Generator().manual_seed(0 + 1)  # certify_samples' split for seed 0
+    torch.randperm(n, generator=split)  # P's rows
+    q[torch.randperm(n, generator=split)[0], 0] = -40.0  # Q's first permuted row: a test row
+    clamped = certify_samples(p, q, "kl", paired=False, seed=0, **FAST)
+    assert clamped["critic_output_range"] is not None
+    assert 0.06 < clamped["estimate"] < 0.19 and clamped["resolved"]
+    free = certify_samples(p, q, "kl", paired=False, seed=0, clip_output=False, **FAST)
+    assert free["critic_output_range"] is None and free["estimate"] < -0.3  # swung below 0

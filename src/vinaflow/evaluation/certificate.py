@@ -13,9 +13,11 @@ What is computed (:func:`certify_samples`):
 2. A **fresh** critic :math:`V` (:mod:`vinaflow.evaluation.certificate_critic`) is fitted
    by maximising the f-GAN bound
    :math:`E_P[g_f(V)] - E_Q[f^*(g_f(V))]` on the training part (Nowozin et al. 2016).
-3. On the test part, the bound is evaluated: :math:`\hat D_f`. For the fitted (fixed)
-   critic this is an unbiased estimate of a quantity :math:`\le D_f` -- a **lower
-   bound** on :math:`D_f` in expectation, never an upper bound. Its sampling error is
+3. On the test part, the bound is evaluated: :math:`\hat D_f`, with the critic's output
+   clamped to the range it took on the critic-training part (``clip_output``). For the
+   fitted (fixed, clamped) critic this is an unbiased estimate of a quantity
+   :math:`\le D_f` -- a **lower bound** on :math:`D_f` in expectation, never an upper
+   bound. Its sampling error is
    given by a percentile bootstrap over test pairs (resampled jointly when the P and Q
    rows share an observation ``y``).
 4. :math:`\mathrm{TV} \lesssim c_f \sqrt{\hat D_f + s_f}` (:meth:`Divergence.tv_bound`),
@@ -262,7 +264,9 @@ def certify_samples(
     p_test, p_fit = pt[perm_p[:n_test_p]], pt[perm_p[n_test_p:]]
     q_test, q_fit = qt[perm_q[:n_test_q]], qt[perm_q[n_test_q:]]
     critic, offset, info = fit_critic(p_fit, q_fit, div, cfg)
-    a, b = critic_terms(critic, div, p_test, q_test, offset)
+    rng = info["critic_output_range"]
+    clip = (rng[0], rng[1]) if rng else None
+    a, b = critic_terms(critic, div, p_test, q_test, offset, clip)
     a64, b64 = a.double().numpy(), b.double().numpy()
     estimate = float(a64.mean() - b64.mean())
     se = float(math.sqrt(a64.var(ddof=1) / len(a64) + b64.var(ddof=1) / len(b64)))
@@ -285,7 +289,7 @@ def certify_samples(
     limit = detection_limit(div, int(p_test.shape[0]), cfg.level)
     null_q = None
     if cfg.bootstrap > 0:
-        swapped = critic_terms(critic, div, q_test, p_test, offset)
+        swapped = critic_terms(critic, div, q_test, p_test, offset, clip)
         null_q = _permutation_null(
             (a64, b64),
             (swapped[0].double().numpy(), swapped[1].double().numpy()),

@@ -64,6 +64,9 @@ class CertificateConfig:
     #: ``quadratic_max_dim`` features (it has d(d+3)/2 + 1 parameters).
     quadratic_offset: bool = True
     quadratic_max_dim: int = 24
+    #: Clamp the fitted critic's raw output to the range it took on the critic-training
+    #: pairs (:func:`fit_critic`'s ``output_range``) before the held-out estimate.
+    clip_output: bool = True
 
     def __post_init__(self) -> None:
         checks = {
@@ -208,12 +211,16 @@ def critic_terms(
     p: Tensor,
     q: Tensor,
     offset: GaussianOffset | QuadraticOffset | None = None,
+    clip: tuple[float, float] | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Per-sample terms ``g_f(V(p))`` and ``f*(g_f(V(q)))`` of the bound (no gradients)."""
+    """Per-sample terms ``g_f(V(p))`` and ``f*(g_f(V(q)))`` of the bound (no gradients);
+    with ``clip``, the raw output ``V`` is clamped to that range first."""
     with torch.no_grad():
         vp, vq = critic(p), critic(q)
         if offset is not None:
             vp, vq = vp + offset(p), vq + offset(q)
+        if clip is not None:
+            vp, vq = vp.clamp(*clip), vq.clamp(*clip)
         return div.g(vp), div.f_star_g(vq)
 
 
@@ -316,7 +323,17 @@ def fit_critic(
     if best_state is not None:
         critic.load_state_dict(best_state)
     critic.eval()
+    # The range the critic took where it was fitted. A held-out model draw beyond it (far
+    # in the flow's tail, where the critic only extrapolates) would otherwise enter the
+    # bound through f*(g_f(V)), for KL exp(V - 1): one such draw can swing the estimate by
+    # nats. The clamped critic is still a fixed function, so the bound stays a bound.
+    with torch.no_grad():
+        v_fit = torch.cat([critic(p_tr), critic(q_tr)]).flatten()
+        if off_p is not None and off_q is not None:
+            v_fit = v_fit + torch.cat([off_p, off_q]).flatten()
+    output_range = (float(v_fit.min()), float(v_fit.max()))
     info = {
+        "critic_output_range": list(output_range) if config.clip_output else None,
         "critic_steps": step,
         "critic_best_step": best_step,
         "critic_val_bound": best,
