@@ -14,6 +14,11 @@ Carlo average with a standard error (``benchmarks/exact_posteriors.py``):
 * sbibm ``two_moons``: a bimodal crescent; likelihood through the polar change of
   variables, normaliser by a one-dimensional quadrature over the angle.
 
+A third problem, ``ring`` (``theta ~ U([-1, 1]^2)``, ``y = |theta| + 0.02 eps``, a thin
+curved posterior), is a **development** case (:data:`DEVELOPMENT_CASES`): the critic's
+density input was chosen on it after the first held-out run. Its rows carry
+``role: development`` and are reported apart.
+
 Models per problem: the exact posterior (KL 0: a false-detection check); two perturbed
 exact posteriors with exact densities (``gaussian_mixture``: posterior mixture weights
 ``0.5 +- delta``; ``two_moons``: moon width ``0.01 c``), sized for exact KLs of about 0.02
@@ -37,9 +42,10 @@ exact KL is >= 0.05 nats ("met" when the whole 95% seed interval of the ratio li
 resolved estimate for the exact posterior. Seed intervals: Student-t over seeds
 (:func:`vinaflow.evaluation.intervals.seed_interval`).
 
-Run: ``python -m benchmarks.certificates_heldout [--quick]`` (``--quick``: one cINN budget,
-one perturbed model, two seeds, the default certificate only, 20,000 exact-KL pairs;
-about 3 minutes on two heavily shared cores); prints a table
+Run: ``python -m benchmarks.certificates_heldout [--quick] [--cases ...]``
+(``--quick``: one cINN budget, one perturbed model, two seeds, the default certificate
+only, 20,000 exact-KL pairs; ``--cases``: a subset of the problems); the full run takes
+about 17 minutes on one thread. It prints a table
 and writes ``benchmarks/results/certificates_heldout.json`` (``--out`` to change).
 """
 
