@@ -861,13 +861,21 @@ def peers_classifiers_table() -> str:
             "-" if pub is None else f"{pub:.3f}",
         ])  # fmt: skip
     s = p["settings"]
+    capped = sorted(
+        {(r["task"], r["method"], r["default_max_seconds"]) for r in p["rows"]
+         if r.get("default_max_seconds") and r["method"].startswith("vinaflow-")}
+    )  # fmt: skip
+    caps = "".join(
+        f" `{m}` on {t} trained for at most {c:g} s (`--max-seconds`), not to its own rule."
+        for t, m, c in capped
+    )
     text = (
         "Each posterior's sample sets scored twice: by `vinaflow.evaluation.c2st` (the "
         "peers tables' classifier) and by sbibm's own `sbibm.metrics.c2st`, run unchanged "
         "from the sbibm wheel (the classifier behind the published NPE numbers), on the same "
         f"{s['c2st_max_samples']:,} samples per side and seeds, mean over "
         f"{s['observations']} observations; {INTERVAL_NOTE} over seeds, the difference "
-        "paired by seed.\n\n"
+        f"paired by seed.{caps}\n\n"
     )
     head = ["task", "simulations", "method", "seeds", "vinaflow's classifier",
             "sbibm's classifier", "sbibm's minus vinaflow's", "verdict",
@@ -1116,6 +1124,7 @@ README_TABLES = (
     "robustness",
     "peers",
     "peers_seeds",
+    "peers_classifiers",
     "support_mismatch",
     "heavy_tails",
     "precision_recall",
