@@ -441,39 +441,6 @@ def _fmt(iv: dict[str, Any], digits: int = 3) -> str:
     return f"{iv['mean']:.{digits}f} [{iv['low']:.{digits}f}, {iv['high']:.{digits}f}]"
 
 
-def markdown_table(result: dict[str, Any]) -> str:
-    """The rows of a results file as a Markdown table (for the docs)."""
-    lines = [
-        "| task | role | model | certificate | exact KL [MC se] | estimate, mean [95% over seeds] "
-        "| per-seed bootstrap intervals | resolved | ratio | target |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        per = ", ".join(
-            f"[{p['ci_low']:.3g}, {p['ci_high']:.3g}]"
-            for p in r["seeds"]
-            if p["ci_low"] is not None
-        )
-        nres = sum(bool(p["resolved"]) for p in r["seeds"])
-        ratio = "n/a" if r["ratio"] is None else _fmt(r["ratio"], 2)
-        if r["exact_kl"] < 1e-9:
-            target = "no false detection" if r["no_false_detection"] else "FALSE DETECTION"
-        else:
-            parts = []
-            if "within_25pct" in r:
-                parts.append(f"25%: {r['within_25pct']}")
-            if "resolved_target" in r:
-                parts.append(f"resolved: {r['resolved_target']}")
-            target = "; ".join(parts) or "-"
-        lines.append(
-            f"| {r['task']} | {r.get('role', 'held-out')} | {r['model']} | {r['config']} | "
-            f"{r['exact_kl']:.4f} "
-            f"[{r['exact_kl_se']:.4f}] | {_fmt(r['estimate'], 4)} | {per} | "
-            f"{nres}/{len(r['seeds'])} | {ratio} | {target} |"
-        )
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer models, seeds and pairs")
