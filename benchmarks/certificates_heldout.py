@@ -77,6 +77,7 @@ from benchmarks.exact_posteriors import (
 from benchmarks.peers.tasks import GaussianMixtureTask, TwoMoonsTask
 from vinaflow.atomic import atomic_write_json
 from vinaflow.evaluation.certificate import certify_posterior
+from vinaflow.evaluation.certificate_features import unnormalised_log_prob
 from vinaflow.evaluation.intervals import seed_interval
 from vinaflow.models import Posterior
 from vinaflow.problems.base import Problem
@@ -355,15 +356,16 @@ def exact_kl(case: HeldoutCase, model: Any, x: Tensor, y: Tensor) -> tuple[float
     chunk = 20_000
     support = getattr(model, "support", None)
 
-    def log_q(xc: Tensor, yc: Tensor) -> Tensor:
-        out = model.log_prob(xc, yc, normalize=False) if support is not None else None
-        return torch.as_tensor(model.log_prob(xc, yc) if out is None else out).double()
-
     lp = torch.cat(
         [case.log_posterior(x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)]
     )
     with torch.no_grad():
-        lq = torch.cat([log_q(x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(x), chunk)])
+        lq = torch.cat(
+            [
+                unnormalised_log_prob(model, x[i : i + chunk], y[i : i + chunk])
+                for i in range(0, len(x), chunk)
+            ]
+        )
     d = lp - lq
     if not torch.isfinite(d).all():
         return math.inf, math.nan

@@ -327,13 +327,15 @@ def fit_critic(
     # in the flow's tail, where the critic only extrapolates) would otherwise enter the
     # bound through f*(g_f(V)), for KL exp(V - 1): one such draw can swing the estimate by
     # nats. The clamped critic is still a fixed function, so the bound stays a bound.
-    with torch.no_grad():
-        v_fit = torch.cat([critic(p_tr), critic(q_tr)]).flatten()
-        if off_p is not None and off_q is not None:
-            v_fit = v_fit + torch.cat([off_p, off_q]).flatten()
-    output_range = (float(v_fit.min()), float(v_fit.max()))
+    output_range = None
+    if config.clip_output:
+        with torch.no_grad():
+            v_fit = torch.cat([critic(p_tr), critic(q_tr)]).flatten()
+            if off_p is not None and off_q is not None:
+                v_fit = v_fit + torch.cat([off_p, off_q]).flatten()
+        output_range = [float(v_fit.min()), float(v_fit.max())]
     info = {
-        "critic_output_range": list(output_range) if config.clip_output else None,
+        "critic_output_range": output_range,
         "critic_steps": step,
         "critic_best_step": best_step,
         "critic_val_bound": best,
